@@ -1,0 +1,28 @@
+"""ualm: uncertainty-aware single-molecule localization microscopy by guided diffusion.
+
+Conventions: θ has shape (..., N, 2) holding (x, y) in low-resolution pixels; pixel k covers
+[k - 1/2, k + 1/2]; images are indexed [row = y, column = x]; ω and backgrounds are photons,
+frames x are ADU.
+"""
+from .camera import PAPER_CAMERA, Camera, make_generator
+from .device import pick_device, pick_profile
+from .fisher import crlb, fisher_information, mortensen_std, param_names
+from .likelihood import nll_poisson, nll_poisson_gaussian
+from .mle import FitResult, fit_mle
+from .psf import expected_frame, expected_frame_jacobian, pixel_integral
+from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
+                       kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
+
+PIXEL_NM = 108.0  # camera pixel size (nm), section 4 of the paper
+KDE_PIXEL_NM = PIXEL_NM / 4  # 27 nm
+
+__version__ = "0.1.0"
+__all__ = [
+    "Camera", "PAPER_CAMERA", "make_generator", "pick_device", "pick_profile",
+    "expected_frame", "expected_frame_jacobian", "pixel_integral",
+    "SimConfig", "SMLMDataset", "simulate_batch", "disc_emitters", "isolated_emitters",
+    "kde", "kde_centres", "kde_peak", "to_kde_coords", "from_kde_coords",
+    "nll_poisson", "nll_poisson_gaussian",
+    "fisher_information", "crlb", "mortensen_std", "param_names", "fit_mle", "FitResult",
+    "PIXEL_NM", "KDE_PIXEL_NM",
+]

@@ -1,0 +1,182 @@
+"""Emitter layouts, simulated frames and their kernel density estimates (KDEs, eq. 4).
+
+KDE grid: upsampling factor u (4 by default, 80×80 for 20×20 frames). KDE pixel j covers
+low-res [j/u - 1/2, (j+1)/u - 1/2]; its centre is (j + 1/2)/u - 1/2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from . import checks
+from .camera import PAPER_CAMERA, Camera, make_generator
+from .psf import expected_frame, pixel_integral
+
+UPSAMPLE = 4
+
+
+def kde_centres(n: int, upsample: int = UPSAMPLE, dtype=None, device=None) -> torch.Tensor:
+    """Low-res coordinates of the centres of the n KDE pixels along one axis."""
+    j = torch.arange(n, dtype=dtype or torch.get_default_dtype(), device=device)
+    return (j + 0.5) / upsample - 0.5
+
+
+def to_kde_coords(theta: torch.Tensor, upsample: int = UPSAMPLE) -> torch.Tensor:
+    """Low-res pixel coordinates -> KDE pixel coordinates (KDE pixel j has centre j)."""
+    return (theta + 0.5) * upsample - 0.5
+
+
+def from_kde_coords(coords: torch.Tensor, upsample: int = UPSAMPLE) -> torch.Tensor:
+    """KDE pixel coordinates -> low-res pixel coordinates."""
+    return (coords + 0.5) / upsample - 0.5
+
+
+def kde_peak(sigma_y: float) -> float:
+    """Largest value one emitter reaches on the KDE grid (emitter on a pixel centre)."""
+    return float(pixel_integral(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(float(sigma_y))) ** 2)
+
+
+def kde(theta, shape=(20, 20), sigma_y: float = 3.0, upsample: int = UPSAMPLE, mask=None,
+        normalize: str = "peak"):
+    """KDE y (..., u·H, u·W) of emitters θ (..., N, 2) given in low-res pixels (eq. 4).
+
+    The kernel is the pixel-integrated Gaussian of width `sigma_y` KDE pixels. normalize="peak"
+    (the default, used for training) divides by `kde_peak(sigma_y)` so that one isolated emitter
+    peaks at 1 and the KDE of sparse emitters lies in [0, 1]; normalize="sum" leaves eq. 4 as
+    written, where each emitter integrates to 1.
+    """
+    th = checks.theta(theta)
+    h, w = checks.shape2d(shape)
+    if not isinstance(upsample, int) or upsample < 1:
+        raise ValueError(f"upsample must be a positive int, got {upsample!r}")
+    sig = float(checks.positive(sigma_y, "sigma_y"))
+    if normalize not in ("peak", "sum"):
+        raise ValueError(f"normalize must be 'peak' or 'sum', got {normalize!r}")
+    weight = 1.0 / kde_peak(sig) if normalize == "peak" else 1.0
+    weights = torch.full(th.shape[:-1], weight, dtype=th.dtype, device=th.device)
+    return expected_frame(to_kde_coords(th, upsample), weights, sig, 0.0,
+                          (h * upsample, w * upsample), mask=mask)
+
+
+def _counts(batch, count, generator, device):
+    if isinstance(count, int):
+        lo = hi = count
+    else:
+        lo, hi = (int(c) for c in count)
+    if lo < 0 or hi < lo:
+        raise ValueError(f"count must be an int >= 0 or a range (lo, hi) with 0 <= lo <= hi, got {count!r}")
+    if lo == hi:
+        return torch.full((batch,), lo, device=device), hi
+    return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device), hi
+
+
+def disc_emitters(batch: int, count=10, radius: float = 7.0, centre=None, shape=(20, 20),
+                  generator=None, device=None, dtype=None):
+    """Emitters uniform on a disc (the paper's layout). `count` is an int or an inclusive
+    range (lo, hi) drawn per frame. Returns θ (B, N_max, 2) and a bool mask (B, N_max)."""
+    h, w = checks.shape2d(shape)
+    radius = float(checks.nonnegative(radius, "radius"))
+    device = device or (generator.device if generator is not None else "cpu")
+    dtype = dtype or torch.get_default_dtype()
+    counts, n_max = _counts(batch, count, generator, device)
+    cx, cy = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
+    u = torch.rand((batch, n_max, 2), generator=generator, device=device, dtype=dtype)
+    r = radius * torch.sqrt(u[..., 0])
+    phi = 2 * math.pi * u[..., 1]
+    theta = torch.stack((cx + r * torch.cos(phi), cy + r * torch.sin(phi)), dim=-1)
+    mask = torch.arange(n_max, device=device)[None, :] < counts[:, None]
+    return theta, mask
+
+
+def isolated_emitters(batch: int, shape=(20, 20), jitter: float = 0.5, generator=None,
+                      device=None, dtype=None):
+    """One emitter per frame near the frame centre, uniformly within ±jitter px.
+    Returns θ (B, 1, 2) and mask (B, 1)."""
+    h, w = checks.shape2d(shape)
+    device = device or (generator.device if generator is not None else "cpu")
+    dtype = dtype or torch.get_default_dtype()
+    u = torch.rand((batch, 1, 2), generator=generator, device=device, dtype=dtype)
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=dtype, device=device)
+    theta = centre + jitter * (2 * u - 1)
+    return theta, torch.ones((batch, 1), dtype=torch.bool, device=device)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that defines a simulated data set; defaults follow section 4 of the paper.
+
+    i0 is a number or a range (lo, hi) drawn uniformly per emitter (for varied SNR).
+    """
+
+    shape: tuple = (20, 20)
+    upsample: int = UPSAMPLE
+    sigma: float = 0.92
+    i0: float | tuple = 200.0
+    background: float = 0.0
+    camera: Camera = field(default_factory=lambda: PAPER_CAMERA)
+    layout: str = "disc"
+    count: int | tuple = 10
+    radius: float = 7.0
+    sigma_y: float = 3.0
+    kde_normalize: str = "peak"
+
+    def replace(self, **changes) -> "SimConfig":
+        return replace(self, **changes)
+
+
+def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, device=None,
+                   dtype=None) -> dict:
+    """Simulate `batch` frames: x (B, H, W) in ADU, KDE y (B, uH, uW), θ (B, N, 2), mask
+    (B, N), per-emitter photons i0 (B, N) and the expected image omega (B, H, W)."""
+    device = torch.device(device or (generator.device if generator is not None else "cpu"))
+    if generator is None:
+        generator = make_generator(None, device)
+    kw = dict(generator=generator, device=device, dtype=dtype)
+    if config.layout == "disc":
+        theta, mask = disc_emitters(batch, config.count, config.radius, shape=config.shape, **kw)
+    elif config.layout == "isolated":
+        theta, mask = isolated_emitters(batch, config.shape, **kw)
+    else:
+        raise ValueError(f"layout must be 'disc' or 'isolated', got {config.layout!r}")
+    if isinstance(config.i0, (tuple, list)):
+        lo, hi = (float(v) for v in config.i0)
+        i0 = lo + (hi - lo) * torch.rand(mask.shape, generator=generator, device=device,
+                                         dtype=theta.dtype)
+    else:
+        i0 = torch.full(mask.shape, float(config.i0), device=device, dtype=theta.dtype)
+    i0 = i0 * mask
+    omega = expected_frame(theta, i0, config.sigma, config.background, config.shape)
+    x = config.camera.sample(omega, generator=generator)
+    y = kde(theta, config.shape, config.sigma_y, config.upsample, mask=mask,
+            normalize=config.kde_normalize)
+    return dict(x=x, y=y, theta=theta, mask=mask, i0=i0, omega=omega)
+
+
+class SMLMDataset(torch.utils.data.IterableDataset):
+    """Simulates batches on the fly: each item is a dict from `simulate_batch`.
+
+    Reproducible: batch k of worker w is drawn from a generator seeded with (seed, w). Use it
+    with `DataLoader(dataset, batch_size=None)`. n_batches=None gives an endless stream.
+    """
+
+    def __init__(self, config: SimConfig = SimConfig(), batch_size: int = 32,
+                 n_batches: int | None = None, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config, self.batch_size, self.n_batches, self.seed = config, batch_size, n_batches, seed
+
+    def __len__(self):
+        if self.n_batches is None:
+            raise TypeError("an endless SMLMDataset has no length")
+        return self.n_batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        gen = make_generator(self.seed * 1_000_003 + wid, "cpu")
+        k = wid
+        while self.n_batches is None or k < self.n_batches:
+            yield simulate_batch(self.batch_size, self.config, generator=gen)
+            k += nw
