@@ -40,12 +40,16 @@ def pixel_integral_grads(u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor)
     return val, d_mu, d_sigma
 
 
-def _axis_profiles(theta, sigma, shape):
-    """Per-emitter 1-D pixel integrals along x (..., N, W) and y (..., N, H), with μ-derivatives."""
+def _axis_profiles(theta, sigma, shape, grads=True):
+    """Per-emitter 1-D pixel integrals along x (..., N, W) and y (..., N, H), with their
+    μ-derivatives when `grads` (else those are None)."""
     h, w = shape
     cols = torch.arange(w, dtype=theta.dtype, device=theta.device)
     rows = torch.arange(h, dtype=theta.dtype, device=theta.device)
     sig = sigma[..., None]
+    if not grads:
+        return (pixel_integral(cols, theta[..., 0:1], sig), None,
+                pixel_integral(rows, theta[..., 1:2], sig), None)
     ex, dex, _ = pixel_integral_grads(cols, theta[..., 0:1], sig)
     ey, dey, _ = pixel_integral_grads(rows, theta[..., 1:2], sig)
     return ex, dex, ey, dey
@@ -53,7 +57,7 @@ def _axis_profiles(theta, sigma, shape):
 
 def _expected_frame(theta, i0, sigma, background, shape):
     """ω without input checks (used inside autograd/vmap). i0, sigma broadcast to (..., N)."""
-    ex, _, ey, _ = _axis_profiles(theta, sigma, shape)
+    ex, _, ey, _ = _axis_profiles(theta, sigma, shape, grads=False)
     omega = torch.einsum("...nh,...nw->...hw", i0[..., None] * ey, ex)
     return omega + background
 

@@ -1,0 +1,69 @@
+"""MLE accuracy and speed: RMSE of fit_mle against the CRLB on isolated emitters, and fits/s.
+
+The CRLB is for the 4-parameter model (x, y, photons, background) that fit_mle estimates,
+averaged as sqrt(mean CRLB²) over the true sub-pixel positions.
+
+    python benchmarks/mle_accuracy.py [--fits 4000] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import ualm  # noqa: E402
+
+FULL = ("x", "y", "photons", "background")
+
+
+def one_setting(i0, bg, fits, seed, device):
+    cfg = ualm.SimConfig(layout="isolated", i0=i0, background=bg, shape=(11, 11))
+    d = ualm.simulate_batch(fits, cfg, generator=ualm.make_generator(seed, device), dtype=torch.float64)
+    common.sync(device)
+    t0 = time.perf_counter()
+    fit = ualm.fit_mle(d["x"], cfg.camera, cfg.sigma)
+    common.sync(device)
+    elapsed = time.perf_counter() - t0
+    err = (fit.theta - d["theta"])[:, 0]
+    bound = ualm.crlb(d["theta"], i0, cfg.sigma, bg, cfg.camera, cfg.shape, params=FULL)[:, :2]
+    rmse = err.pow(2).mean(0).sqrt()
+    crlb = bound.pow(2).mean(0).sqrt()
+    return {"device": device.type, "i0": i0, "background": bg, "fits": fits,
+            "rmse_x_px": float(rmse[0]), "rmse_y_px": float(rmse[1]),
+            "crlb_x_px": float(crlb[0]), "crlb_y_px": float(crlb[1]),
+            "ratio_x": float(rmse[0] / crlb[0]), "ratio_y": float(rmse[1] / crlb[1]),
+            "rmse_nm": float(rmse.mean() * ualm.PIXEL_NM), "crlb_nm": float(crlb.mean() * ualm.PIXEL_NM),
+            "converged": float(fit.converged.double().mean()), "iterations": fit.iterations,
+            "fits_per_s": fits / elapsed}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fits", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    rows = []
+    print(f"{'dev':5s} {'i0':>6s} {'bg':>4s} {'RMSE nm':>8s} {'CRLB nm':>8s} {'ratio x':>8s} {'ratio y':>8s} {'fits/s':>9s}")
+    for device in common.devices():
+        for bg in (0.0, 10.0):
+            for i0 in (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0):
+                r = one_setting(i0, bg, args.fits, args.seed, device)
+                rows.append(r)
+                print(f"{r['device']:5s} {i0:6.0f} {bg:4.0f} {r['rmse_nm']:8.2f} {r['crlb_nm']:8.2f} "
+                      f"{r['ratio_x']:8.3f} {r['ratio_y']:8.3f} {r['fits_per_s']:9.0f}")
+    worst = max(max(r["ratio_x"], r["ratio_y"]) for r in rows if r["i0"] >= 200)
+    print(f"worst RMSE/CRLB for i0 >= 200: {worst:.3f}")
+    common.save("mle_accuracy", {"fits": args.fits, "seed": args.seed,
+                                 "camera": "PAPER_CAMERA (gain 1, offset 100, read var 5)",
+                                 "sigma_px": 0.92, "frame": "11x11", "worst_ratio_i0_ge_200": worst,
+                                 "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
