@@ -53,10 +53,10 @@ def _jacobian_autograd(theta, i0, sigma, background, shape, params):
     s = sigma.reshape(-1, n)
     bg = torch.broadcast_to(background, batch + background.shape[-2:]).reshape(-1, *background.shape[-2:])
 
-    def pack(t, ai, b):
-        parts = [t] + ([ai[:, None]] if use_i0 else [])
-        vec = torch.cat(parts, dim=-1).reshape(-1)
-        return torch.cat((vec, b.mean().reshape(1))) if use_bg else vec
+    per = torch.cat((th, a[..., None]), dim=-1) if use_i0 else th
+    vecs = per.reshape(per.shape[0], -1)
+    if use_bg:
+        vecs = torch.cat((vecs, bg.reshape(bg.shape[0], -1).mean(-1, keepdim=True)), dim=-1)
 
     def omega_of(vec, ai, si, b):
         k = 2 + use_i0
@@ -67,7 +67,6 @@ def _jacobian_autograd(theta, i0, sigma, background, shape, params):
         return _expected_frame(t, amp, si, bb, shape).reshape(-1)
 
     jac_fn = torch.func.vmap(torch.func.jacfwd(omega_of), in_dims=(0, 0, 0, 0))
-    vecs = torch.stack([pack(th[i], a[i], bg[i]) for i in range(th.shape[0])])
     jac = jac_fn(vecs, a, s, bg)
     return jac.reshape(*batch, *jac.shape[-2:])
 
