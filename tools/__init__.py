@@ -1,0 +1,1 @@
+"""Small stdlib-only helpers for the build (``dev.py``) and the tests."""
