@@ -1,0 +1,156 @@
+"""Benchmark of the DeepSTORM φ with the bundled quick weights (or a training checkpoint).
+
+Writes benchmarks/results/deepstorm.json:
+- the paper's protocol (N = 1000 frames, 10 emitters uniform on a disc of radius 7 px, i0 = 200,
+  σ_y = 3): φ with and without sub-pixel refinement, and the oracle rows (LoG on the true KDE y
+  at σ_y = 3, the paper's text, and σ_y = 1.5, the paper's code), one-to-one Hungarian matching
+  with 5 KDE px tolerance;
+- isolated emitters (N = 1000, i0 = 200): lateral RMSE with and without refinement against the
+  lateral CRLB sqrt(CRLB_x² + CRLB_y²);
+- a density sweep (1-20 emitters on the disc) for φ and the σ_y = 3 oracle;
+- inference throughput in frames/s on CPU (and CUDA when present).
+
+    python benchmarks/deepstorm.py [--frames 1000] [--checkpoint DIR] [--out benchmarks/results/deepstorm.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ualm  # noqa: E402
+from ualm import detect as D  # noqa: E402
+from ualm import pretrained  # noqa: E402
+from ualm.models import DeepSTORM, DeepSTORMConfig  # noqa: E402
+
+
+def load_model(checkpoint=None):
+    if checkpoint is None:
+        return pretrained.load_deepstorm("deepstorm_quick", device="cpu"), "bundled deepstorm_quick"
+    from ualm.train import load_checkpoint
+    st = load_checkpoint(checkpoint)
+    model = DeepSTORM(DeepSTORMConfig.from_dict(st["extra"]["model_config"]))
+    model.load_state_dict(st["model"])
+    return model.eval(), f"checkpoint {checkpoint} (step {st['step']})"
+
+
+def throughput(model, device, n=2000, batch=500):
+    model = model.to(device).eval()
+    x = ualm.simulate_batch(batch, ualm.SimConfig(), generator=ualm.make_generator(0),
+                            dtype=torch.float32)["x"].to(device)
+    with torch.no_grad():
+        model(x[:16])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        done = 0
+        while done < n:
+            model(x)
+            done += batch
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return done / (time.perf_counter() - t)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--sweep-frames", type=int, default=200)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deepstorm.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    model, source = load_model(args.checkpoint)
+    cfg = ualm.SimConfig()  # the paper's protocol
+    print(f"model: {source}; protocol: {args.frames} frames", flush=True)
+
+    rows, _ = D.protocol_rows(model, cfg, args.frames, seed=args.seed, progress=True)
+    by = {r["method"]: r for r in rows}
+    net = by["φ (DeepSTORM), sub-pixel"]
+    oracle = by["oracle y, σ_y = 3"]
+    targets = {
+        "precision": net["precision"], "precision_target": 0.95,
+        "recall_over_oracle_recall": net["recall"] / oracle["recall"], "recall_ratio_target": 0.95,
+    }
+    for r in rows:
+        print(f"  {r['method']:<28} P={r['precision']:.3f} R={r['recall']:.3f} J={r['jaccard']:.3f} "
+              f"RMSE={r['rmse_nm']:.1f} nm E={r['efficiency']:.1f}", flush=True)
+
+    # isolated emitters against the CRLB
+    iso_cfg = cfg.replace(layout="isolated")
+    iso = D.simulate_and_predict(model, iso_cfg, args.frames, seed=args.seed + 1)
+    crlb_lat = D.lateral_crlb(iso["theta"], iso["i0"], iso_cfg)
+    crlb_rms = float(torch.sqrt((crlb_lat ** 2).mean()))
+    isolated = {"frames": args.frames, "i0": iso_cfg.i0, "crlb_lateral_px": crlb_rms,
+                "crlb_lateral_nm": crlb_rms * ualm.PIXEL_NM}
+    for name, kdes, refine in (("network_subpixel", iso["y_hat"], "quadratic"),
+                               ("network_grid", iso["y_hat"], None),
+                               ("oracle_grid", D.oracle_kdes(iso["theta"], iso["mask"], 3.0), None)):
+        m = D.evaluate_kdes(kdes, iso["theta"], iso["mask"], sigma_y=3.0, refine=refine)
+        isolated[name] = {**D.summary(m), "rmse_over_crlb": m["rmse_px"] / crlb_rms,
+                          "bias_x_px": m["bias_x_px"], "bias_y_px": m["bias_y_px"]}
+        print(f"  isolated {name:<18} RMSE={m['rmse_nm']:.2f} nm = {m['rmse_px'] / crlb_rms:.2f} x CRLB "
+              f"(R={m['recall']:.3f}, P={m['precision']:.3f})", flush=True)
+    targets["isolated_rmse_over_crlb_subpixel"] = isolated["network_subpixel"]["rmse_over_crlb"]
+    targets["isolated_target"] = 1.5
+
+    # density sweep
+    sweep = []
+    for k, count in enumerate((1, 2, 5, 10, 15, 20)):
+        srows, _ = D.protocol_rows(model, cfg.replace(count=count), args.sweep_frames,
+                                   seed=args.seed + 100 + k, oracle_sigmas=(3.0, 1.5))
+        for r in srows:
+            if r["refine"] == "none" and r["method"].startswith("φ"):
+                continue
+            sweep.append({"count": count, **r})
+        print(f"  density {count:>2}: " + ", ".join(f"{r['method'][:12]} R={r['recall']:.2f}" for r in srows),
+              flush=True)
+
+    speed = {"cpu_frames_per_s": throughput(model, torch.device("cpu")), "cpu_threads": args.threads}
+    if torch.cuda.is_available():
+        speed["cuda_frames_per_s"] = throughput(model, torch.device("cuda"), n=20000, batch=2000)
+        speed["cuda_device"] = torch.cuda.get_device_name()
+    print(f"  speed: {speed}", flush=True)
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    result = {
+        "model": source,
+        "weights_sha256": pretrained.manifest("deepstorm_quick")["sha256"] if args.checkpoint is None else None, "protocol": {"frames": args.frames, "count": cfg.count, "i0": cfg.i0,
+                                      "radius": cfg.radius, "sigma_y": cfg.sigma_y, "seed": args.seed,
+                                      "matching": "Hungarian, one-to-one, 5 KDE px (1.25 px)",
+                                      "detector": "skimage blob_log, threshold 0.3 (peak height)"},
+        "table": rows, "targets": targets, "isolated": isolated, "density_sweep": sweep,
+        "throughput": speed,
+        "env": {"torch": torch.__version__, "python": platform.python_version(),
+                "machine": platform.machine(), "cpus": os.cpu_count(), "commit": commit},
+        "seconds": time.time() - t_start,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out} in {result['seconds']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

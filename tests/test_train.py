@@ -1,0 +1,140 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ualm
+from ualm.models import DeepSTORM, deepstorm_loss
+from ualm.train import CheckpointError, SimSource, TrainConfig, load_checkpoint, save_checkpoint, train
+
+TINY = dict(width=4, hr_width=2, dilations=(1, 2))
+CFG = TrainConfig(steps=4, batch_size=2, lr=1e-2, warmup=1, val_every=2, val_batches=1,
+                  ckpt_every=2, log_every=1, seed=3)
+
+
+def _source():
+    return SimSource(ualm.SimConfig(count=(1, 4)), batch_size=2, seed=5)
+
+
+def _model():
+    torch.manual_seed(0)
+    return DeepSTORM(**TINY)
+
+
+def test_sim_source_is_a_function_of_step():
+    s = _source()
+    a, b = s.batch(7), s.batch(7)
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    assert not torch.equal(s.batch(8)["x"], a["x"])
+    assert not torch.equal(s.batch(7, rank=1)["x"], a["x"])
+
+
+def test_resume_continues_same_step_and_optimizer_state(tmp_path):
+    torch.set_num_threads(1)
+    full = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "a", progress=False)
+    assert full.step == 4
+
+    part = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False, stop_after=2)
+    assert part.step == 2
+    saved = load_checkpoint(tmp_path / "b")
+    assert saved["step"] == 2
+
+    resumed = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False, stop_after=0)
+    ck = load_checkpoint(tmp_path / "b")
+    assert ck["step"] == 2  # resumed at the same step, nothing run yet
+    for k, v in saved["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(t, ck["optimizer"]["state"][k][name])
+    assert ck["scheduler"] == saved["scheduler"]
+
+    resumed = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False)
+    assert resumed.step == 4
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]]
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a ualm training checkpoint"):
+        load_checkpoint(other)
+    # a truncated real checkpoint, where train() would resume from it
+    train(_model(), deepstorm_loss, _source(), CFG.replace(steps=1), tmp_path / "run", progress=False)
+    ck = tmp_path / "run" / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "run", progress=False)
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", {"a": torch.ones(3)})
+    save_checkpoint(tmp_path / "c.pt", {"a": torch.zeros(3)})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["a"], torch.zeros(3))
+
+
+DDP_SCRIPT = textwrap.dedent('''
+    import os, sys, torch, ualm
+    import torch.distributed as dist
+    from ualm.models import DeepSTORM, deepstorm_loss
+    from ualm.train import SimSource, TrainConfig, train
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    out = sys.argv[1]
+    model = DeepSTORM(width=4, hr_width=2, dilations=(1,))
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, val_every=2, val_batches=1, ckpt_every=2)
+    res = train(model, deepstorm_loss, SimSource(ualm.SimConfig(count=2), 2, seed=1), cfg, out,
+                progress=False)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    rank = dist.get_rank()
+    torch.save({"params": flat, "world": dist.get_world_size(), "step": res.step},
+               os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+''')
+
+
+def test_ddp_gloo_two_processes(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(ualm.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(tmp_path / "out" / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "out" / "rank1.pt", weights_only=True)
+    assert r0["world"] == r1["world"] == 2 and r0["step"] == r1["step"] == 2
+    assert torch.equal(r0["params"], r1["params"])  # gradients were all-reduced
+    ck = load_checkpoint(tmp_path / "out")
+    assert ck["world_size"] == 2 and ck["step"] == 2
+
+
+def test_cli_trains_resumes_and_exports(tmp_path, capsys):
+    from ualm import pretrained
+    from ualm.cli import main
+    args = ["train", "deepstorm", "--profile", "quick", "--out", str(tmp_path / "run"), "--device", "cpu",
+            "--width", "4", "--hr-width", "2", "--batch-size", "2", "--steps", "2", "--no-progress"]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert load_checkpoint(tmp_path / "run")["step"] == 1
+    assert main(args + ["--export", "tiny", "--export-dir", str(tmp_path / "w")]) == 0
+    assert load_checkpoint(tmp_path / "run")["step"] == 2
+    info = pretrained.manifest("tiny", tmp_path / "w")
+    assert info["command"].startswith("python -m ualm train deepstorm") and info["steps"] == 2
+    model = pretrained.load_deepstorm("tiny", device="cpu", directory=tmp_path / "w")
+    assert model.config.width == 4
+    with pytest.raises(SystemExit):
+        main(["train", "unet", "--out", str(tmp_path)])

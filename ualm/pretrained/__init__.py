@@ -1,0 +1,105 @@
+"""Bundled network weights, verified by SHA-256 before they are loaded.
+
+Each weight file `NAME.pt` (a plain state dict, loaded with `torch.load(weights_only=True)`) has a
+manifest `NAME.json` beside it: the file's SHA-256, the model configuration, the exact command
+that reproduces it and the metrics it reaches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+class WeightsError(ValueError):
+    """Missing, corrupt or mismatching bundled weights."""
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(name: str = "deepstorm_quick", directory=None) -> dict:
+    path = Path(directory or HERE) / f"{name}.json"
+    if not path.is_file():
+        raise WeightsError(f"no manifest for bundled weights {name!r}: {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"manifest {path} is not valid JSON: {err}") from err
+
+
+def load_state_dict(name: str = "deepstorm_quick", directory=None, verify: bool = True) -> dict:
+    """The state dict of bundled weights `name`, after checking its SHA-256 against the manifest."""
+    directory = Path(directory or HERE)
+    info = manifest(name, directory)
+    path = directory / info.get("file", f"{name}.pt")
+    if not path.is_file():
+        raise WeightsError(f"bundled weights {name!r} not found: {path} is missing "
+                           f"(reproduce them with: {info.get('command', '?')})")
+    if verify:
+        digest = sha256(path)
+        if digest != info.get("sha256"):
+            raise WeightsError(f"bundled weights {path} are corrupt: SHA-256 {digest} does not "
+                               f"match the manifest's {info.get('sha256')}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"bundled weights {path} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict):
+        raise WeightsError(f"bundled weights {path} do not hold a state dict")
+    return state
+
+
+def load_deepstorm(name: str = "deepstorm_quick", device=None, directory=None):
+    """The DeepSTORM φ with bundled weights, in eval mode and float32 on `device`."""
+    from ..device import pick_device
+    from ..models.deepstorm import DeepSTORM, DeepSTORMConfig
+    info = manifest(name, directory)
+    model = DeepSTORM(DeepSTORMConfig.from_dict(info["model_config"]))
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_state_dict(name, directory).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise WeightsError(f"bundled weights {name!r} do not fit the model in the manifest: {err}") from err
+    return model.to(pick_device(device)).eval()
+
+
+def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, command: str = "",
+                   metrics: dict | None = None) -> Path:
+    """Turn a training checkpoint into bundled weights NAME.pt + NAME.json (SHA-256, model
+    config, command, training summary, metrics)."""
+    from ..train import load_checkpoint
+    state = load_checkpoint(checkpoint)
+    directory = Path(directory or HERE)
+    directory.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().clone()
+          for k, v in state["model"].items()}
+    path = directory / f"{name}.pt"
+    torch.save(sd, path)
+    hist = state.get("history", [])
+    vals = [h for h in hist if "val_loss" in h]
+    info = {
+        "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
+        "dtype": str(dtype).replace("torch.", ""),
+        "model": state.get("extra", {}).get("model", "deepstorm"),
+        "model_config": state.get("extra", {}).get("model_config", {}),
+        "profile": state.get("extra", {}).get("profile"),
+        "train_config": state["config"], "steps": state["step"],
+        "final_val_loss": vals[-1]["val_loss"] if vals else None,
+        "train_seconds": hist[-1]["time"] if hist else None,
+        "command": command, "metrics": metrics or {},
+        "history": [{k: h[k] for k in ("step", "loss", "val_loss", "lr", "time") if k in h}
+                    for h in hist],
+    }
+    (directory / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return path

@@ -1,0 +1,324 @@
+"""A generic training loop shared by every network of the project.
+
+It is built from three pieces, so that the diffusion model reuses it unchanged:
+
+- a model (any `torch.nn.Module`);
+- a loss function `loss_fn(model, batch) -> scalar tensor`, where `batch` is a dict of tensors
+  already on the training device (e.g. the output of `ualm.simulate_batch`);
+- a data source with a method `batch(step, rank, device) -> dict`. `SimSource` simulates frames on
+  the fly: batch `step` of process `rank` is drawn from a generator seeded with (seed, step, rank),
+  so the data stream is a pure function of the step and a resumed run sees exactly the batches an
+  uninterrupted run would have seen.
+
+`train` runs AdamW with a linear warm-up and cosine decay, shows a `tqdm` progress bar, evaluates
+the loss on a fixed seeded validation set every `val_every` steps, and writes a checkpoint
+atomically (temporary file, then `os.replace`) every `ckpt_every` steps and at the end. A
+checkpoint holds the model, optimizer, scheduler, AMP scaler, step, RNG states, the training
+configuration and the history. Calling `train` again with the same `out` directory resumes from
+the last checkpoint. On CUDA it uses automatic mixed precision. Launched under `torchrun` (the
+environment variable WORLD_SIZE > 1) it trains data-parallel with DistributedDataParallel
+(NCCL on CUDA, gloo on CPU); rank 0 alone writes checkpoints and logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .camera import make_generator
+from .simulate import SimConfig, simulate_batch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
+_FORMAT = "ualm-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupt or from something else."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. lr is the peak learning rate reached after `warmup` steps; it then
+    decays along a cosine to lr * min_lr_factor at `steps`."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    min_lr_factor: float = 0.02
+    grad_clip: float | None = 1.0
+    val_every: int = 100
+    val_batches: int = 4
+    ckpt_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    amp: bool = True  # only used on CUDA
+
+    def replace(self, **kw) -> "TrainConfig":
+        return TrainConfig(**{**asdict(self), **kw})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class SimSource:
+    """On-the-fly simulated batches: batch(step, rank) is reproducible from (seed, step, rank).
+
+    `transform(batch) -> batch` may add or change entries (e.g. a frozen φ's ŷ for diffusion)."""
+
+    def __init__(self, config: SimConfig = SimConfig(), batch_size: int = 16, seed: int = 0,
+                 transform: Callable[[dict], dict] | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config, self.batch_size, self.seed, self.transform = config, batch_size, seed, transform
+
+    def batch(self, step: int, rank: int = 0, device="cpu") -> dict:
+        gen = make_generator(((self.seed * 1_000_003 + step) * 1009 + rank) % (2**63 - 1), "cpu")
+        b = simulate_batch(self.batch_size, self.config, generator=gen, dtype=torch.float32)
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        return self.transform(b) if self.transform is not None else b
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    step: int
+    history: list = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write `state` with torch.save to a temporary file beside `path`, then os.replace it: a
+    crash mid-write never leaves a half-written checkpoint under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint written by `train` (with weights_only=True: no code runs on load).
+    Raises CheckpointError naming the file when it is missing, unreadable or incomplete."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, garbage bytes, foreign pickle, ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint "
+                              f"({type(err).__name__}: {str(err)[:200]})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {type(state).__name__})")
+    missing = [k for k in _CKPT_KEYS if k not in state]
+    if missing or state.get("format") != _FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a ualm training checkpoint "
+                              f"(missing keys {missing}, format {state.get('format')!r})")
+    return state
+
+
+# ----------------------------------------------------------------------------- distributed
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the torchrun environment (0, 0, 1 otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _setup_distributed(device: torch.device):
+    import torch.distributed as dist
+    rank, local_rank, world = dist_info()
+    if world <= 1:
+        return rank, world, False
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, True
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.warmup > 0 and step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        span = max(cfg.steps - cfg.warmup, 1)
+        t = min(max(step - cfg.warmup, 0) / span, 1.0)
+        return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device):
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loss_fn, batches) -> float:
+    """Mean loss over fixed batches, in eval mode."""
+    was = model.training
+    model.eval()
+    total = sum(float(loss_fn(model, b)) for b in batches) / max(len(batches), 1)
+    model.train(was)
+    return total
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], data,
+          config: TrainConfig = TrainConfig(), out=None, *, val_data=None, device=None,
+          resume: bool = True, progress: bool = True, extra: dict | None = None,
+          metrics_fn: Callable[[nn.Module], dict] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train `model` on batches from `data` (a source with .batch(step, rank, device)).
+
+    out: directory for `checkpoint.pt` and `log.jsonl` (None: keep nothing on disk).
+    val_data: source of the fixed validation set (default: `data` with seed + 10_000);
+      `config.val_batches` batches of it are simulated once and reused.
+    resume: continue from `out/checkpoint.pt` when present (same step, optimizer, scheduler, RNG).
+    extra: JSON-able metadata stored in the checkpoint (e.g. the model's config).
+    metrics_fn(model) -> dict: optional extra validation metrics, logged with the loss.
+    stop_after: stop (after checkpointing) once this many steps ran in this call; for tests
+      that simulate an interruption.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, world, distributed = _setup_distributed(device)
+    model.to(device)
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    use_amp = bool(config.amp) and device.type == "cuda"
+    amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    out = Path(out) if out is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    step, history = 0, []
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if "scaler" in state and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        step, history = int(state["step"]), list(state.get("history", []))
+        _set_rng_state(state.get("rng", {}), device)
+    else:
+        torch.manual_seed(config.seed + 7919 * rank)
+
+    val_src = val_data if val_data is not None else _shifted(data, 10_000)
+    val_batches = [val_src.batch(k, 0, device) for k in range(config.val_batches)] \
+        if val_src is not None and config.val_batches > 0 else []
+
+    def checkpoint():
+        if ckpt_path is None or rank != 0:
+            return None
+        return save_checkpoint(ckpt_path, {
+            "format": _FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "step": step, "rng": _rng_state(device), "config": asdict(config),
+            "extra": extra or {}, "history": history, "world_size": world,
+        })
+
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.jsonl", "a") if out is not None and rank == 0 else None
+    bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0,
+               desc="train", dynamic_ncols=True)
+    net.train()
+    # wall-clock time in the history is cumulative over resumed runs
+    t0 = time.time() - (history[-1]["time"] if history and "time" in history[-1] else 0.0)
+    ran, last_loss = 0, float("nan")
+    try:
+        while step < config.steps:
+            if stop_after is not None and ran >= stop_after:
+                checkpoint()
+                break
+            batch = data.batch(step, rank, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = loss_fn(net, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            ran += 1
+            last_loss = float(loss.detach())
+            bar.update(1)
+            record = None
+            if step % config.log_every == 0 or step == config.steps:
+                record = {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
+                          "time": time.time() - t0}
+            if val_batches and (step % config.val_every == 0 or step == config.steps):
+                record = record or {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
+                                    "time": time.time() - t0}
+                record["val_loss"] = evaluate(model, loss_fn, val_batches)
+                if metrics_fn is not None and rank == 0:
+                    record.update(metrics_fn(model))
+                bar.set_postfix(val=f"{record['val_loss']:.2e}")
+            if record is not None:
+                history.append(record)
+                bar.set_postfix(loss=f"{last_loss:.2e}", **({"val": f"{record['val_loss']:.2e}"}
+                                                          if "val_loss" in record else {}))
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            if step % config.ckpt_every == 0 or step == config.steps:
+                checkpoint()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return TrainResult(model=model, step=step, history=history, checkpoint=ckpt_path)
+
+
+def _shifted(data, offset: int):
+    if isinstance(data, SimSource):
+        return SimSource(data.config, data.batch_size, data.seed + offset, data.transform)
+    return None
