@@ -127,3 +127,12 @@ def test_dataset_workers_reproducible():
     assert len(first) == 3 and all(torch.equal(p, q) for p, q in zip(first, second))
     loader = torch.utils.data.DataLoader(ds, batch_size=None)
     assert len(list(loader)) == 3
+
+
+def test_edge_integrals_match_pixel_integral_even_in_far_tails():
+    from ualm.psf import edge_integrals
+    mu = torch.linspace(-8.0, 28.0, 37)[:, None]
+    ref = pixel_integral(torch.arange(20.0), mu, torch.tensor(0.92))
+    got = edge_integrals(torch.arange(21.0) - 0.5, mu, torch.tensor(0.92))
+    assert ref.min() < 1e-100  # the far tails are in the test
+    assert ((got - ref).abs() <= 1e-12 * ref).all()

@@ -29,6 +29,25 @@ def pixel_integral(u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> to
     return 0.5 * (torch.erfc(lo) - torch.erfc(hi))
 
 
+def edge_integrals(edges: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """ΔE of the pixels between consecutive `edges` (..., K+1) -> (..., K): the values of
+    `pixel_integral`, with one erfc per pixel edge instead of two per pixel.
+
+    t is the Gaussian tail mass beyond an edge, away from μ: the upper tail ½ erfc(z) at edges
+    with z >= 0, the lower tail ½ erfc(-z) below. A pixel right of μ holds t_left - t_right,
+    one left of μ t_right - t_left, the one holding μ 1 - t_left - t_right: exact identities
+    that keep the far tails' relative precision. The sign is a fixed choice per edge (not |z|)
+    so that autograd gets the right derivative when μ sits exactly on an edge.
+    """
+    z = (edges - mu) / (_SQRT2 * sigma)
+    sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    t = 0.5 * torch.erfc(sign * z)
+    ta, tb = t[..., :-1], t[..., 1:]
+    left = z[..., 1:] < 0
+    right = z[..., :-1] >= 0
+    return torch.where(left, tb - ta, torch.where(right, ta - tb, 1.0 - ta - tb))
+
+
 def pixel_integral_grads(u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor):
     """(ΔE, ∂ΔE/∂μ, ∂ΔE/∂σ) for the unit pixel centred at u."""
     val = pixel_integral(u, mu, sigma)
@@ -48,8 +67,8 @@ def _axis_profiles(theta, sigma, shape, grads=True):
     rows = torch.arange(h, dtype=theta.dtype, device=theta.device)
     sig = sigma[..., None]
     if not grads:
-        return (pixel_integral(cols, theta[..., 0:1], sig), None,
-                pixel_integral(rows, theta[..., 1:2], sig), None)
+        return (edge_integrals(torch.cat((cols - 0.5, cols[-1:] + 0.5)), theta[..., 0:1], sig), None,
+                edge_integrals(torch.cat((rows - 0.5, rows[-1:] + 0.5)), theta[..., 1:2], sig), None)
     ex, dex, _ = pixel_integral_grads(cols, theta[..., 0:1], sig)
     ey, dey, _ = pixel_integral_grads(rows, theta[..., 1:2], sig)
     return ex, dex, ey, dey
