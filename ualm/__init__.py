@@ -3,12 +3,17 @@
 Conventions: θ has shape (..., N, 2) holding (x, y) in low-resolution pixels; pixel k covers
 [k - 1/2, k + 1/2]; images are indexed [row = y, column = x]; ω and backgrounds are photons,
 frames x are ADU.
+Heavier parts are submodules: `ualm.models` (DeepSTORM), `ualm.train` (training loop),
+`ualm.detect` (LoG detection, matching, metrics), `ualm.pretrained` (bundled weights),
+`ualm.plotting` and `ualm.widgets` (matplotlib / ipywidgets, imported on demand).
 """
 from .camera import PAPER_CAMERA, Camera, make_generator
 from .device import pick_device, pick_profile
 from .fisher import crlb, fisher_information, mortensen_std, param_names
 from .likelihood import nll_poisson, nll_poisson_gaussian
+from .mcmc import MCMCResult, ess, rhat, sample_posterior
 from .mle import FitResult, fit_mle
+from .posterior import kde_moments
 from .psf import expected_frame, expected_frame_jacobian, pixel_integral
 from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
                        kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
@@ -24,5 +29,6 @@ __all__ = [
     "kde", "kde_centres", "kde_peak", "to_kde_coords", "from_kde_coords",
     "nll_poisson", "nll_poisson_gaussian",
     "fisher_information", "crlb", "mortensen_std", "param_names", "fit_mle", "FitResult",
+    "sample_posterior", "MCMCResult", "rhat", "ess", "kde_moments",
     "PIXEL_NM", "KDE_PIXEL_NM",
 ]
