@@ -55,6 +55,9 @@ def setup() -> dict:
     env = dict(os.environ, VIRTUAL_ENV=str(VENV))
     env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
     env.pop("PYTHONHOME", None)
+    # Quick-mode tensors are small: one BLAS/OpenMP thread is as fast and far steadier when the
+    # CPU is shared. Set OMP_NUM_THREADS yourself to override.
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
