@@ -146,3 +146,42 @@ def test_mle_accepts_init_and_finds_shifted_emitter():
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_mortensen_integral_form_close_to_closed_form_and_crlb():
+    n, b = torch.tensor([200.0, 1000.0, 5000.0]), 5.0
+    exact = ualm.mortensen_std(n, b, 0.92, exact=True)
+    closed = ualm.mortensen_std(n, b, 0.92)
+    assert ((exact / closed - 1).abs() < 0.03).all()
+    # Without background both forms reduce to σa²/N.
+    assert torch.allclose(ualm.mortensen_std(n, 0.0, 0.92, exact=True), ((0.92**2 + 1 / 12) / n).sqrt())
+
+
+def test_pixel_densities_agree_with_likelihoods():
+    from ualm.likelihood import approximation_quality, pixel_densities
+    z, dz, p, dp, q = pixel_densities(3.0, 1.25)
+    assert abs(float(p.sum() * dz) - 1) < 1e-6 and abs(float(q.sum() * dz) - 1) < 1e-9
+    cam = ualm.Camera(gain=2.0, offset=100.0, read_var=5.0)  # s² = w²/g² = 1.25
+    pick = torch.arange(0, len(z), 97)
+    ok = p[pick] > 1e-8 * p.max()
+    x_adu = (100.0 + 2.0 * z[pick]).reshape(-1, 1, 1)
+    log_p = -ualm.nll_poisson_gaussian(x_adu, torch.full((1, 1), 3.0), cam) + math.log(2.0)
+    assert torch.allclose(p[pick][ok].log(), log_p[ok], atol=1e-6)
+    tv_bright, eta_bright = approximation_quality(200.0, 5.0)
+    tv_comb, _ = approximation_quality(200.0, 0.05)
+    assert tv_bright < 0.01 < tv_comb and 0.99 < eta_bright <= 1.0
+
+
+def test_fit_position_under_the_exact_likelihood():
+    from ualm.mle import fit_position
+    cfg = ualm.SimConfig(layout="isolated", shape=(11, 11))
+    d = ualm.simulate_batch(40, cfg, generator=ualm.make_generator(8))
+    start = ualm.fit_mle(d["x"], cfg.camera, cfg.sigma).theta
+    th_a, ok_a = fit_position(d["x"], start, 200.0, cfg.camera, cfg.sigma)
+    th_e, ok_e = fit_position(d["x"], th_a, 200.0, cfg.camera, cfg.sigma, nll=ualm.nll_poisson_gaussian)
+    assert bool(ok_a.all() and ok_e.all())
+    # Both are MLEs of nearly the same likelihood: far closer to each other than to the truth.
+    bound = float(ualm.crlb(d["theta"], 200.0, cfg.sigma, 0.0, cfg.camera, cfg.shape).mean())
+    assert float((th_a - th_e).abs().max()) < 0.5 * bound
+    with pytest.raises(ValueError, match="theta0"):
+        fit_position(d["x"], start[:, 0], 200.0)

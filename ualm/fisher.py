@@ -103,14 +103,24 @@ def crlb(theta, i0=200.0, sigma=0.92, background=0.0, camera: Camera = Camera(),
     return torch.sqrt(torch.diagonal(torch.linalg.inv(info), dim1=-2, dim2=-1))
 
 
-def mortensen_std(photons, background, sigma=0.92, pixel: float = 1.0):
-    """Mortensen et al. (2010) closed form for the MLE's localization std (per axis), no read
-    noise: var = σa²/N · (1 + 4τ + sqrt(2τ/(1 + 4τ))), σa² = σ² + a²/12, τ = 2πσa²b/(N a²).
+def mortensen_std(photons, background, sigma=0.92, pixel: float = 1.0, exact: bool = False):
+    """Mortensen et al. (2010) MLE localization std (per axis), no read noise. Closed form:
+    var = σa²/N · (1 + 4τ + sqrt(2τ/(1 + 4τ))), σa² = σ² + a²/12, τ = 2πσa²b/(N a²); with
+    exact=True his integral form var = σa²/N / (1 + ∫₀¹ ln t / (1 + t/τ) dt) instead.
     photons N, background b (photons per pixel) and sigma in the units of `pixel`."""
     n = torch.as_tensor(photons, dtype=torch.float64)
     b = torch.as_tensor(background, dtype=torch.float64)
     if (n <= 0).any() or (b < 0).any() or sigma <= 0:
         raise ValueError("photons and sigma must be > 0 and background >= 0")
+    n, b = torch.broadcast_tensors(n, b)
     sa2 = sigma**2 + pixel**2 / 12.0
     tau = 2 * math.pi * sa2 * b / (n * pixel**2)
-    return torch.sqrt(sa2 / n * (1 + 4 * tau + torch.sqrt(2 * tau / (1 + 4 * tau))))
+    if not exact:
+        return torch.sqrt(sa2 / n * (1 + 4 * tau + torch.sqrt(2 * tau / (1 + 4 * tau))))
+    from scipy.integrate import quad
+
+    def integral(t):
+        return quad(lambda u: math.log(u) / (1 + u / t), 0, 1)[0] if t > 0 else 0.0
+
+    corr = torch.tensor([integral(float(t)) for t in tau.reshape(-1)], dtype=torch.float64)
+    return torch.sqrt(sa2 / n / (1 + corr.reshape(tau.shape)))

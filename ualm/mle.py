@@ -107,3 +107,33 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = 0.92, n_iter: int = 50,
             break
     return FitResult(theta=p[:, None, :2], photons=p[:, 2], background=p[:, 3],
                      nll=cur, converged=done, iterations=it)
+
+
+def fit_position(x, theta0, i0=200.0, camera: Camera = Camera(), sigma: float = 0.92,
+                 background=0.0, nll=None, n_iter: int = 5, tol: float = 1e-9):
+    """Maximum-likelihood positions (B, 1, 2) with photons and background known, by Newton's
+    method on any NLL(x, ω, camera), e.g. `nll_poisson_gaussian` for the exact likelihood
+    (default: `nll_poisson`). Derivatives come from autograd, so it is slower than `fit_mle`
+    but works for any likelihood. Start from `theta0` (B, 1, 2), e.g. `fit_mle(x).theta`.
+    Returns (theta, converged) where converged says the last step was below `tol` px."""
+    from .likelihood import nll_poisson
+    from .psf import expected_frame
+
+    nll = nll or nll_poisson
+    x = checks.as_tensor(x, "x")
+    th = checks.theta(theta0, "theta0", dtype=x.dtype, device=x.device).detach().clone()
+    if x.ndim != 3 or th.shape != (x.shape[0], 1, 2):
+        raise ValueError(f"x must be (B, H, W) and theta0 (B, 1, 2), got {tuple(x.shape)}, {tuple(th.shape)}")
+    shape = tuple(x.shape[-2:])
+    step = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+    for _ in range(n_iter):
+        th.requires_grad_(True)
+        value = nll(x, expected_frame(th, i0, sigma, background, shape), camera).sum()
+        (grad,) = torch.autograd.grad(value, th, create_graph=True)
+        grad = grad[:, 0]  # frames are independent: the Hessian is block-diagonal, (B, 2, 2)
+        hess = torch.stack([torch.autograd.grad(grad[:, c].sum(), th, retain_graph=True)[0][:, 0]
+                            for c in range(2)], dim=1)
+        delta = torch.linalg.solve(hess.detach(), grad.detach()[..., None])[..., 0]
+        th = th.detach() - delta[:, None, :]
+        step = delta.abs().amax(-1)
+    return th, step < tol
