@@ -95,19 +95,15 @@ def test_crlb_falls_as_one_over_sqrt_photons_without_background():
     assert torch.allclose(c1 / c4, torch.tensor([2.0, 2.0]), rtol=1e-3)
 
 
-@pytest.mark.parametrize("i0, bg", [(200.0, 0.0), (1000.0, 2.0)])
+@pytest.mark.parametrize("i0, bg", [(200.0, 0.0), (200.0, 10.0), (500.0, 2.0), (2000.0, 0.0), (5000.0, 10.0)])
 def test_mle_reaches_crlb(i0, bg):
-    cfg = ualm.SimConfig(layout="isolated", i0=i0, background=bg, shape=(11, 11))
-    d = ualm.simulate_batch(3000, cfg, generator=ualm.make_generator(11))
-    fit = ualm.fit_mle(d["x"], cfg.camera, sigma=cfg.sigma)
-    assert bool(fit.converged.all())
-    err = (fit.theta - d["theta"])[:, 0]
-    full = ("x", "y", "photons", "background")
-    bound = ualm.crlb(d["theta"], i0, cfg.sigma, bg, cfg.camera, cfg.shape, params=full)[:, :2]
-    ratio = err.pow(2).mean(0).sqrt() / bound.pow(2).mean(0).sqrt()
-    assert (ratio <= 1.05).all(), ratio
-    assert (err.mean(0).abs() < 3 * bound.mean(0) / math.sqrt(3000) + 2e-3).all()
-    assert abs(float(fit.photons.mean()) / i0 - 1) < 0.03
+    from ualm.mle import mle_vs_crlb
+    r = mle_vs_crlb(i0, bg, n_fits=2500, seed=11)
+    assert r["converged"] == 1.0
+    assert (r["ratio"] <= 1.05).all(), r["ratio"]
+    # Unbiased within the Monte Carlo error, and the photon count is efficient too.
+    assert (r["bias_px"].abs() < 4 * r["crlb_px"] / math.sqrt(2500)).all()
+    assert r["ratio_photons"] < 1.1
 
 
 def test_mle_accepts_init_and_finds_shifted_emitter():
