@@ -125,8 +125,19 @@ def test_dataset_workers_reproducible():
     first = [b["x"] for b in ds]
     second = [b["x"] for b in ds]
     assert len(first) == 3 and all(torch.equal(p, q) for p, q in zip(first, second))
-    loader = torch.utils.data.DataLoader(ds, batch_size=None)
-    assert len(list(loader)) == 3
+    # With worker processes the batches are split between workers, each seeded on its own:
+    # the same set of batches on every run, different from one worker to the next.
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    run1 = [b["x"] for b in loader]
+    run2 = [b["x"] for b in loader]
+    assert len(run1) == 3 and all(torch.equal(p, q) for p, q in zip(run1, run2))
+    assert not torch.equal(run1[0], run1[1])
+
+
+def test_generator_on_another_device_is_refused():
+    gen = ualm.make_generator(0, "cpu")
+    with pytest.raises(ValueError, match="generator"):
+        ualm.simulate_batch(2, ualm.SimConfig(), generator=gen, device="meta")
 
 
 def test_edge_integrals_match_pixel_integral_even_in_far_tails():

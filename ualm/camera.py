@@ -45,6 +45,7 @@ class Camera:
     def sample(self, omega: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw a frame in ADU from expected photon counts ω (..., H, W)."""
         omega = checks.nonnegative(omega, "omega")
+        checks.generator_on(generator, omega.device)
         g, o, v = self.maps(omega)
         shot = torch.poisson(omega, generator=generator)
         read = torch.randn(omega.shape, generator=generator, dtype=omega.dtype, device=omega.device)

@@ -58,3 +58,10 @@ def shape2d(shape, name: str = "shape") -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"{name} must be positive, got {shape!r}")
     return h, w
+
+
+def generator_on(generator, device, name: str = "generator") -> None:
+    """Refuse a torch.Generator on another device than the tensors it will draw for."""
+    if generator is not None and torch.device(generator.device) != torch.device(device):
+        raise ValueError(f"{name} is on {generator.device} but the tensors are on {device}; "
+                         f"make it with ualm.make_generator(seed, device)")

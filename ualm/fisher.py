@@ -122,5 +122,6 @@ def mortensen_std(photons, background, sigma=0.92, pixel: float = 1.0, exact: bo
     def integral(t):
         return quad(lambda u: math.log(u) / (1 + u / t), 0, 1)[0] if t > 0 else 0.0
 
-    corr = torch.tensor([integral(float(t)) for t in tau.reshape(-1)], dtype=torch.float64)
+    corr = torch.tensor([integral(float(t)) for t in tau.reshape(-1)], dtype=torch.float64,
+                        device=tau.device)
     return torch.sqrt(sa2 / n / (1 + corr.reshape(tau.shape)))

@@ -133,6 +133,7 @@ def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, 
     device = torch.device(device or (generator.device if generator is not None else "cpu"))
     if generator is None:
         generator = make_generator(None, device)
+    checks.generator_on(generator, device)
     kw = dict(generator=generator, device=device, dtype=dtype)
     if config.layout == "disc":
         theta, mask = disc_emitters(batch, config.count, config.radius, shape=config.shape, **kw)
