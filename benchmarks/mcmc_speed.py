@@ -10,18 +10,24 @@ Poisson-approximation likelihood (eq. 13) and the same random-walk proposal (σ�
 - loop (numpy): the same loop with numpy/scipy on plain arrays (erf at the pixel edges, an outer
   product, one log per pixel): what one would write by hand, and the harder baseline.
 
+The issue's target ("batched ≥ 50× faster than a plain per-chain Python loop written in the
+benchmark") refers to the first loop, the plain per-chain loop over the same torch likelihood:
+that is `speedup_vs_loop_torch` in the JSON and the "target" column of the table. Against the
+hand-optimised numpy loop the batched sampler is far less ahead (~8× on one CPU core); both
+numbers are reported.
+
 The number reported is chain-iterations per second (chains × iterations / wall time), the best
-of `--repeats` interleaved repeats (the machine may be shared). Then the time to a posterior
+of `--repeats` repeats (`common.best_time`; the machine may be shared). Then the time to a
+posterior
 variance map with at least 1,000 effective samples: sample (adaptive proposal, β = 1) with
 enough draws for a bulk ESS ≥ 1000 in x and y, then the KDE moments (eq. 5). CPU always, CUDA
 when present (the loops always run on the CPU). Prints a table and writes JSON.
 
-    python benchmarks/mcmc_speed.py [--quick] [--threads 1] [--out benchmarks/results/mcmc_speed.json]
+    python benchmarks/mcmc_speed.py [--quick] [--threads 1] [--out mcmc_speed]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -38,24 +44,26 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ualm  # noqa: E402
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import best_time, save, sync  # noqa: E402  (benchmarks/common.py)
 from ualm import mcmc, posterior  # noqa: E402
 from ualm.likelihood import poisson_terms  # noqa: E402
 from ualm.psf import _expected_frame  # noqa: E402
 
 I0, SIGMA, PROPOSAL_VAR = 200.0, 0.92, 0.05
 CAMERA = ualm.PAPER_CAMERA
+TARGET_SPEEDUP = 50.0  # issue 3: batched >= 50x the plain per-chain loop (loop_torch)
+BASELINES = {
+    "loop_torch": "plain per-chain Python loop, one proposal at a time, same torch likelihood "
+                  "(the baseline of the issue's 50x target)",
+    "loop_numpy": "hand-optimised per-chain loop on numpy arrays (a harder baseline, "
+                  "not the one the target refers to)",
+}
 
 
 def make_frame(seed=0):
     cfg = ualm.SimConfig(layout="isolated")
     sim = ualm.simulate_batch(1, cfg, generator=ualm.make_generator(seed), dtype=torch.float64)
     return sim["x"][0], sim["theta"][0, 0]
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,16 +137,6 @@ def batched(x, start, n_chains, n_iter, seed=0):
     return float(res.acceptance.mean()), res
 
 
-def timed(fn, device=None):
-    if device is not None:
-        sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device is not None:
-        sync(device)
-    return time.perf_counter() - t0, out
-
-
 # ------------------------------------------------------------------------------------------
 # Time to a variance map with 1,000 effective samples
 # ------------------------------------------------------------------------------------------
@@ -186,24 +184,25 @@ def run_device(device, args, x_cpu, start):
     loop_t = dict(chains=2, iters=100 if quick else 300)
     batched(x, start, 8, 20)  # warm up (allocations, CUDA context)
 
-    best = {}
-    accept = {}
-    for _ in range(args.repeats):
-        for c in sizes:
-            t, (a, _) = timed(lambda: batched(x, start, c, iters[c]), device)
-            key = f"batched_{c}"
-            best[key] = min(best.get(key, math.inf), t / (c * iters[c]))
-            accept[key] = a
-        t, (a, _) = timed(lambda: loop_numpy(x_cpu, start, loop_np["chains"], loop_np["iters"]))
-        best["loop_numpy"] = min(best.get("loop_numpy", math.inf),
-                                 t / (loop_np["chains"] * loop_np["iters"]))
-        accept["loop_numpy"] = a
-        t, (a, _) = timed(lambda: loop_torch(x_cpu, start, loop_t["chains"], loop_t["iters"]))
-        best["loop_torch"] = min(best.get("loop_torch", math.inf),
-                                 t / (loop_t["chains"] * loop_t["iters"]))
-        accept["loop_torch"] = a
+    def rate_of(key, fn, n, device):
+        """Best chain-iterations per second of fn (n chain-iterations a call); its acceptance."""
+        last = {}
 
-    rates = {k: 1.0 / v for k, v in best.items()}
+        def call():
+            last["a"] = fn()[0]
+
+        rates[key] = n / best_time(call, device, repeats=args.repeats, min_time=0.2)
+        accept[key] = last["a"]
+
+    rates, accept = {}, {}
+    for c in sizes:
+        rate_of(f"batched_{c}", lambda c=c: batched(x, start, c, iters[c]), c * iters[c], device)
+    cpu = torch.device("cpu")
+    rate_of("loop_numpy", lambda: loop_numpy(x_cpu, start, loop_np["chains"], loop_np["iters"]),
+            loop_np["chains"] * loop_np["iters"], cpu)
+    rate_of("loop_torch", lambda: loop_torch(x_cpu, start, loop_t["chains"], loop_t["iters"]),
+            loop_t["chains"] * loop_t["iters"], cpu)
+
     top = max((k for k in rates if k.startswith("batched")), key=rates.get)
     out = dict(
         device=str(device),
@@ -216,6 +215,13 @@ def run_device(device, args, x_cpu, start):
         speedup_vs_loop_torch=rates[top] / rates["loop_torch"],
         speedup_vs_loop_numpy=rates[top] / rates["loop_numpy"],
     )
+    out["issue_target"] = dict(
+        required_speedup=TARGET_SPEEDUP, baseline="loop_torch",
+        baseline_description=BASELINES["loop_torch"], speedup=out["speedup_vs_loop_torch"],
+        met=out["speedup_vs_loop_torch"] >= TARGET_SPEEDUP,
+        note=("the issue's 50x target is against the plain per-chain loop with the same torch "
+              "likelihood (loop_torch); against the hand-optimised numpy loop (loop_numpy) the "
+              f"batched sampler is {out['speedup_vs_loop_numpy']:.1f}x faster"))
     n_chains = 64 if device.type == "cpu" else 4096
     ess = time_to_ess(x, device, n_chains)
     ess["loop_numpy_seconds_extrapolated"] = ess["chain_iterations"] / rates["loop_numpy"]
@@ -226,11 +232,17 @@ def run_device(device, args, x_cpu, start):
 
 def print_table(res):
     print(f"\n== {res['device']} ({res['device_name']}) ==")
-    print(f"{'sampler':>16} {'chain-iter/s':>14} {'acceptance':>11} {'vs numpy loop':>14} {'vs torch loop':>14}")
+    print(f"{'sampler':>16} {'chain-iter/s':>14} {'acceptance':>11} "
+          f"{'vs torch loop':>14} {'vs numpy loop':>14}")
+    print(f"{'':>16} {'':>14} {'':>11} {'(50x target)':>14} {'(hand-opt.)':>14}")
     for k, r in res["chain_iterations_per_s"].items():
         print(f"{k:>16} {r:14.3g} {res['acceptance'][k]:11.3f} "
-              f"{r / res['chain_iterations_per_s']['loop_numpy']:13.1f}x "
-              f"{r / res['chain_iterations_per_s']['loop_torch']:13.1f}x")
+              f"{r / res['chain_iterations_per_s']['loop_torch']:13.3g}x "
+              f"{r / res['chain_iterations_per_s']['loop_numpy']:13.3g}x")
+    t = res["issue_target"]
+    print(f"issue 3 target: {res['best_batched']} is {t['speedup']:.0f}x the plain per-chain torch "
+          f"loop (target >= {t['required_speedup']:.0f}x: {'met' if t['met'] else 'NOT met'}); "
+          f"against the hand-optimised numpy loop it is {res['speedup_vs_loop_numpy']:.1f}x")
     e = res["time_to_1000_ess"]
     print(f"time to a variance map with ESS >= 1000: {e['seconds_total']:.2f} s "
           f"({e['n_chains']} chains x ({e['burn_in']} + {e['draws_per_chain']}) iterations, "
@@ -246,7 +258,8 @@ def main(argv=None):
                     help="torch CPU threads (default 1: per-core numbers, as the loops use one)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best counts")
     ap.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcmc_speed.json"))
+    ap.add_argument("--out", default="mcmc_speed",
+                    help="result name: writes benchmarks/results/<name>.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     x, theta = make_frame()
@@ -255,13 +268,13 @@ def main(argv=None):
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     results = dict(
-        benchmark="mcmc_speed", when=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine(),
-        issue=3, quick=args.quick, threads=args.threads,
-        repeats=args.repeats, torch=torch.__version__, numpy=np.__version__,
-        python=platform.python_version(), platform=platform.platform(), cpu_count=os.cpu_count(),
+        issue=3, quick=args.quick, threads=args.threads, repeats=args.repeats,
+        numpy=np.__version__, platform=platform.platform(),
         load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
         setting=dict(i0=I0, sigma=SIGMA, proposal_var=PROPOSAL_VAR, beta=1.0, dtype="float64",
                      camera="paper (gain 1, offset 100 ADU, read-noise variance 5 ADU^2)"),
+        target=dict(required_speedup=TARGET_SPEEDUP, baseline="loop_torch"),
+        baselines=BASELINES,
         devices={},
     )
     for dev in devices:
@@ -269,12 +282,7 @@ def main(argv=None):
         results["devices"][dev.type] = res
         print_table(res)
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"\nwrote {out}")
+    save(Path(args.out).stem if args.out else "mcmc_speed", results)
     return results
 
 

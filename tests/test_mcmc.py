@@ -97,8 +97,9 @@ def _frames(n, seed, **cfg):
                                                (("x", "y", "photons"), 2)])
 def test_likelihood_equals_nll_poisson(params, n_emitters):
     sim = _frames(3, 0, background=1.5)
+    fixed_bg = 0.0 if "background" in params else 1.5  # a sampled background is the whole one
     like = mcmc.EmitterLikelihood(sim["x"], ualm.PAPER_CAMERA, n_emitters, params,
-                                  i0=torch.tensor([150.0, 200.0, 250.0], dtype=F64), background=1.5)
+                                  i0=torch.tensor([150.0, 200.0, 250.0], dtype=F64), background=fixed_bg)
     g = torch.Generator().manual_seed(0)
     theta = sim["theta"][:, None, :1] + torch.randn(3, 5, n_emitters, 2, generator=g, dtype=F64)
     i0 = 150 + 100 * torch.rand(3, 5, n_emitters, generator=g, dtype=F64)
@@ -111,7 +112,7 @@ def test_likelihood_equals_nll_poisson(params, n_emitters):
     p = torch.stack(cols, -1)
     assert like.names == ualm.param_names(n_emitters, params)
     amp = i0 if "photons" in params else torch.tensor([150.0, 200.0, 250.0], dtype=F64)[:, None, None]
-    back = bg + 1.5 if "background" in params else torch.tensor(1.5, dtype=F64)
+    back = bg if "background" in params else torch.tensor(1.5, dtype=F64)
     omega = ualm.expected_frame(theta, amp.expand(3, 5, n_emitters), 0.92, back)
     ref = -ualm.nll_poisson(sim["x"][:, None], omega, ualm.PAPER_CAMERA)
     torch.testing.assert_close(like(p), ref, rtol=1e-12, atol=1e-9)
@@ -177,6 +178,49 @@ def test_photons_and_background_sampled_against_four_parameter_crlb():
     ratio = (res.std() / bound).mean(0)
     assert ((ratio - 1).abs() < 0.15).all(), ratio
     assert float(res.rhat().max()) < 1.02
+
+
+def test_sampled_background_is_the_whole_background():
+    # True background 1 photon/px. The sampled value is the whole background: a fixed
+    # background=3 on top of it would truncate the total at >= 3, so it is refused.
+    sim = _frames(3, 7, background=1.0)
+    all4 = ("x", "y", "photons", "background")
+    with pytest.raises(ValueError, match="fixed background must be 0"):
+        mcmc.sample_posterior(sim["x"], params=all4, background=3.0, n_iter=50, burn_in=10)
+    with pytest.raises(ValueError, match="fixed background must be 0"):
+        mcmc.EmitterLikelihood(sim["x"], params=all4, background=torch.full((20, 20), 0.5))
+    res = mcmc.sample_posterior(sim["x"], params=all4, n_chains=4, n_iter=1500, burn_in=500, seed=3)
+    bg = res.param("background")
+    assert float(bg.min()) >= 0.0
+    post_mean = bg.mean((-2, -1))
+    assert ((post_mean - 1.0).abs() < 0.5).all(), post_mean
+    assert (post_mean < 2.0).all()  # nowhere near the truncation at 3 of the old behaviour
+
+
+def test_generator_must_be_on_the_same_device():
+    x = _frames(1, 0)["x"]
+    with pytest.raises(ValueError, match="generator is on cuda:0 but x is on cpu"):
+        mcmc._generator(_FakeGen("cuda:0"), None, x.device, "x")
+    # Same type, different index: refused too (cuda:1 is not cuda:0).
+    with pytest.raises(ValueError, match="generator is on cuda:1 but init is on cuda:0"):
+        mcmc._generator(_FakeGen("cuda:1"), None, torch.device("cuda:0"), "init")
+    assert mcmc._generator(None, 3, x.device, "x").initial_seed() == 3
+
+
+class _FakeGen(torch.Generator):
+    """A CPU generator that reports another device, to test the check without GPUs."""
+
+    def __new__(cls, device):
+        gen = super().__new__(cls)
+        gen._dev = torch.device(device)
+        return gen
+
+    def __init__(self, device):
+        super().__init__()
+
+    @property
+    def device(self):
+        return self._dev
 
 
 def test_gaussian_prior_shrinks_posterior():
@@ -361,6 +405,13 @@ def test_mcmc_figure_and_plot_helpers():
 
     fig = widgets.mcmc_figure(beta=0.5, proposal_var=0.02, n_iter=300, burn_in=100)
     assert len(fig.axes) >= 3 and "β = 0.5" in fig._suptitle.get_text()
+    traces, draws = fig.axes[0], fig.axes[1]
+    assert traces.get_ylabel() == "x (px)" and traces.get_xlabel()
+    assert draws.get_xlabel() == "x − posterior mean (nm)" and "(nm)" in draws.get_ylabel()
+    assert all(ax.get_title() for ax in fig.axes[:3])
+    plt.close(fig)
+    fig = widgets.mcmc_figure(beta=1.0, adapt=True, n_iter=300, burn_in=100)
+    assert "tuned in burn-in" in fig._suptitle.get_text()
     plt.close(fig)
     fig, ax = plt.subplots()
     e = plotting.cov_ellipse(ax, [1.0, 2.0], torch.tensor([[4.0, 0.0], [0.0, 1.0]]), 2.0)
@@ -370,3 +421,21 @@ def test_mcmc_figure_and_plot_helpers():
     with pytest.raises(ValueError, match="chains, draws"):
         plotting.show_traces(ax, torch.zeros(10))
     plt.close(fig)
+
+
+def test_mcmc_explorer_returns_a_widget():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as W
+
+    from ualm import widgets
+
+    box = widgets.mcmc_explorer(beta=0.5, n_iter=200, burn_in=50, n_chains=2)
+    assert isinstance(box, W.VBox)
+    sliders = [w for row in box.children if isinstance(row, W.HBox) for w in row.children]
+    assert {w.description for w in sliders} >= {"tempering β", "proposal σ² (px²)", "seed"}
+    assert next(w for w in sliders if w.description == "tempering β").value == pytest.approx(0.5)
+    with pytest.raises(TypeError, match="unexpected"):
+        widgets.mcmc_explorer(temperature=1.0)

@@ -174,6 +174,26 @@ def _as_int(value, name, lo):
     return value
 
 
+def _full_device(device) -> torch.device:
+    """The device with its index: "cuda" -> "cuda:<current>" (a tensor's device always has one)."""
+    device = torch.device(device)
+    if device.index is None and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _generator(generator, seed, device, what: str) -> torch.Generator:
+    """The generator to draw from: `generator`, checked to be a torch.Generator on `device`
+    itself (cuda:1 is not cuda:0), else a fresh one on `device` seeded with `seed`."""
+    if generator is None:
+        return make_generator(seed, device)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if _full_device(generator.device) != _full_device(device):
+        raise ValueError(f"generator is on {generator.device} but {what} is on {device}")
+    return generator
+
+
 def _proposal_cov(proposal, batch, p, dtype, device):
     """A proposal covariance (..., P, P) from a variance, P variances, or a (..., P, P) matrix."""
     if isinstance(proposal, str):
@@ -254,12 +274,7 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
                          f"burn_in={burn_in}, thin={thin}")
     device, dtype = init.device, init.dtype
     batch, (c, p) = init.shape[:-2], init.shape[-2:]
-    if generator is None:
-        generator = make_generator(seed, device)
-    elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    elif generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but init is on {device}")
+    generator = _generator(generator, seed, device, "init")
     if target_accept is None:
         target_accept = default_target_accept(p)
     if not 0.0 < float(target_accept) < 1.0:
@@ -389,8 +404,10 @@ class EmitterLikelihood:
     Parameters per emitter: x, y (px) and, if "photons" is in `params`, its photon count; then
     one shared "background" (photons/pixel) if asked for. What is not sampled is fixed at
     `i0` (scalar, (B,) or (B, N)), `background` (scalar, (B,) or an (H, W)/(B, H, W) map) and
-    `sigma` (PSF std in px, scalar or (B,)). The value equals ``-nll_poisson(x, ω(θ), camera)``
-    exactly (constants included); it is evaluated without input checks for speed. The support
+    `sigma` (PSF std in px, scalar or (B,)). A sampled background is the whole background,
+    not an excess over a fixed one: with "background" in `params`, `background` must stay 0
+    (ValueError otherwise), so that the support "background ≥ 0" is the physical one. The
+    value equals ``-nll_poisson(x, ω(θ), camera)`` exactly (constants included); it is evaluated without input checks for speed. The support
     (where the flat prior lives) is the frame, x in [-½, W-½], y in [-½, H-½], photons > 0 and
     background ≥ 0; outside it the log-likelihood is -inf.
     """
@@ -431,6 +448,10 @@ class EmitterLikelihood:
         sig = _per_frame(checks.positive(sigma, "sigma", **kw), b, 0)
         self.sigma = torch.broadcast_to(sig, (b,))[:, None, None, None]  # (B, 1, 1, 1)
         bg = checks.nonnegative(background, "background", **kw)
+        if self.sample_background and bool((bg != 0).any()):
+            raise ValueError("background is sampled (\"background\" in params), so the sampled "
+                             "value is the whole background; the fixed background must be 0, "
+                             f"got {float(bg.max()):g} (drop it, or drop \"background\" from params)")
         if bg.ndim >= 2:
             if tuple(bg.shape[-2:]) != (h, w) or bg.ndim > 3:
                 raise ValueError(f"background map must be (H, W) or (B, H, W), got {tuple(bg.shape)}")
@@ -468,11 +489,6 @@ class EmitterLikelihood:
         bg = p[..., self._ib, None, None] if self.sample_background else None
         return theta, i0, bg
 
-    def in_support(self, p) -> torch.Tensor:
-        """Inside the flat prior's support: every emitter in the frame, photons > 0,
-        background ≥ 0. Shape (B, C)."""
-        return self._support(*self.unpack(p))
-
     def _support(self, theta, i0, bg):
         u = theta + 0.5
         ok = ((u >= 0) & (u <= self._extent)).flatten(-2).all(-1)
@@ -492,11 +508,6 @@ class EmitterLikelihood:
         ex = prof[..., 0, :w]
         ey = prof[..., 1, :h] * i0[..., None]
         return theta, ex, ey, i0, bg
-
-    def expected(self, p, out: torch.Tensor | None = None) -> torch.Tensor:
-        """ω' = ω(θ) + w²/g², the Poisson rate of every pixel, (B, C, H, W) (into `out`)."""
-        _, ex, ey, _, bg = self._profiles(p)
-        return self._rate(ex, ey, bg, out)
 
     def _rate(self, ex, ey, bg, out=None):
         if self.n_emitters == 1:
@@ -535,7 +546,7 @@ class EmitterLikelihood:
         """Inverse expected Fisher information (B, P, P) at parameters p (B, P): the Laplace
         approximation of the posterior covariance, used to scale the initial proposal."""
         theta, i0, bg = self.unpack(p[:, None])
-        background = self.background if bg is None else self.background + bg[:, 0]
+        background = self.background if bg is None else bg[:, 0]  # sampled: the whole background
         if background.shape[-2:] == (1, 1):
             background = background[:, 0, 0]  # per-frame values (B,)
         info = fisher_information(theta[:, 0], i0[:, 0], self.sigma[:, 0, 0, 0, None], background,
@@ -593,11 +604,12 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
     The likelihood is the Poisson approximation (eq. 13) of `EmitterLikelihood` for
     `n_emitters` emitters (a fixed count); `params` picks what is sampled: ("x", "y") per emitter
     (the paper), optionally "photons" per emitter and one shared "background"; the rest is fixed
-    at `i0`, `sigma`, `background`. Prior: flat on the support (the frame, photons > 0,
-    background ≥ 0) times exp(log_prior(p)) when a callable is given; it receives p (B, C, P) in
-    the order of `result.names` and returns (B, C). β (a number, or one per frame) tempers the
-    likelihood only, as in the paper (β = 1 is the posterior; β < 1 inflates its variance by
-    about 1/β).
+    at `i0`, `sigma`, `background`. A sampled "background" is the whole background (photons per
+    pixel, ≥ 0), so `background` must then stay 0 (a ValueError otherwise). Prior: flat on
+    the support (the frame, photons > 0, background ≥ 0) times exp(log_prior(p)) when a
+    callable is given; it receives p (B, C, P) in the order of `result.names` and returns
+    (B, C). β (a number, or one per frame) tempers the likelihood only, as in the paper (β = 1
+    is the posterior; β < 1 inflates its variance by about 1/β).
 
     Proposal: `proposal=0.05, adapt=False` is the paper's fixed σ² I step. The default
     (`proposal=None`, adapt on) starts from the Laplace approximation 2.38²/P · I(θ̂)⁻¹/β (expected
@@ -631,12 +643,7 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
     else:
         raise ValueError(f"beta must be a number or one value per frame ({b},), got shape "
                          f"{tuple(beta_t.shape)}")
-    if generator is None:
-        generator = make_generator(seed, device)
-    elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    elif generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but x is on {device}")
+    generator = _generator(generator, seed, device, "x")
 
     # Starting points.
     if init is None:
