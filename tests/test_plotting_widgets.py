@@ -133,3 +133,25 @@ def test_explorers_build():
         names = {getattr(c, "description", "") for row in box.children
                  for c in getattr(row, "children", ())}
         assert any("photons" in n for n in names)
+
+
+def test_crlb_figure_counts_every_fit():
+    """The RMSE in the title is over all fits (ualm.mle.mle_vs_crlb), converged or not, and the
+    legend reports the converged fraction."""
+    from ualm.mle import mle_vs_crlb
+
+    fig = widgets.crlb_figure(photons=300.0, n_frames=40, seed=2)
+    mc = mle_vs_crlb(300.0, 0.0, 40, ualm.Camera(gain=1.0, offset=100.0, read_var=5.0), 0.92,
+                     (11, 11), seed=2)
+    rmse_nm = float(mc["errors"].pow(2).mean().sqrt()) * ualm.PIXEL_NM
+    assert f"RMSE = {rmse_nm:.1f} nm" in fig.axes[0].get_title()
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("40 fits" in t and "converged" in t for t in labels)
+
+
+def test_nm_axis_uses_the_package_pixel_size():
+    fig, ax = plotting.subplots(1)
+    (sec,) = plotting.add_nm_axis(ax, "x")
+    assert sec._functions[0](1.0) == pytest.approx(ualm.PIXEL_NM)
+    (sec,) = plotting.add_nm_axis(ax, "y", scale=0.25)
+    assert sec._functions[0](1.0) == pytest.approx(ualm.KDE_PIXEL_NM)

@@ -15,13 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Circle
 
+from . import PIXEL_NM  # ualm/__init__ never imports this module, so no cycle
+
 __all__ = ["to_numpy", "frame_extent", "show_frame", "show_kde", "overlay_theta", "show_emitters",
            "add_nm_axis", "subplots"]
-
-
-def _pixel_nm() -> float:
-    from . import PIXEL_NM  # lazy: ualm/__init__ never imports this module
-    return PIXEL_NM
 
 
 def to_numpy(value) -> np.ndarray:
@@ -47,7 +44,7 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float =
 def add_nm_axis(ax, which: str = "both", pixel_nm: float | None = None, scale: float = 1.0):
     """Secondary axes in nm for axes in px: x on top, y on the right. `scale` converts the axis
     unit to low-res px (1 for px, 1/4 for KDE px). Returns the secondary axes created."""
-    nm = (pixel_nm or _pixel_nm()) * scale
+    nm = (pixel_nm or PIXEL_NM) * scale
     fwd, inv = (lambda v: v * nm), (lambda v: v / nm)
     out = []
     if which in ("x", "both"):
