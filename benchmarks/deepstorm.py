@@ -10,6 +10,12 @@ Writes benchmarks/results/deepstorm.json:
 - a density sweep (1-20 emitters on the disc) for φ and the σ_y = 3 oracle;
 - inference throughput in frames/s on CPU (and CUDA when present).
 
+With the bundled weights (no --checkpoint) it then records a summary of these metrics in the
+weights' manifest, ualm/pretrained/deepstorm_quick.json ("metrics", keyed by the SHA-256 of the
+weights it measured; `ualm.pretrained.record_metrics`), so no number there is typed by hand.
+Retraining the weights is therefore two commands (see ualm/pretrained/README.md): the
+`python -m ualm train deepstorm ... --export deepstorm_quick` run, then this script.
+
     python benchmarks/deepstorm.py [--frames 1000] [--checkpoint DIR] [--out benchmarks/results/deepstorm.json]
 """
 from __future__ import annotations
@@ -75,6 +81,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t_start = time.time()
     model, source = load_model(args.checkpoint)
+    # the checksum of the file actually loaded (load_deepstorm verified it against the manifest)
+    sha = pretrained.sha256(pretrained.HERE / "deepstorm_quick.pt") if args.checkpoint is None else None
     cfg = ualm.SimConfig()  # the paper's protocol
     print(f"model: {source}; protocol: {args.frames} frames", flush=True)
 
@@ -133,10 +141,11 @@ def main(argv=None):
         commit = ""
     result = {
         "model": source,
-        "weights_sha256": pretrained.manifest("deepstorm_quick")["sha256"] if args.checkpoint is None else None, "protocol": {"frames": args.frames, "count": cfg.count, "i0": cfg.i0,
-                                      "radius": cfg.radius, "sigma_y": cfg.sigma_y, "seed": args.seed,
-                                      "matching": "Hungarian, one-to-one, 5 KDE px (1.25 px)",
-                                      "detector": "skimage blob_log, threshold 0.3 (peak height)"},
+        "weights_sha256": sha,
+        "protocol": {"frames": args.frames, "count": cfg.count, "i0": cfg.i0,
+                     "radius": cfg.radius, "sigma_y": cfg.sigma_y, "seed": args.seed,
+                     "matching": "Hungarian, one-to-one, 5 KDE px (1.25 px)",
+                     "detector": "skimage blob_log, threshold 0.3 (peak height)"},
         "table": rows, "targets": targets, "isolated": isolated, "density_sweep": sweep,
         "throughput": speed,
         "env": {"torch": torch.__version__, "python": platform.python_version(),
@@ -149,6 +158,17 @@ def main(argv=None):
     tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
     os.replace(tmp, out)
     print(f"wrote {out} in {result['seconds']:.0f} s")
+    if sha is not None:
+        keep = ("method", "precision", "recall", "jaccard", "rmse_nm", "efficiency")
+        iso = {k: {"rmse_nm": v["rmse_nm"], "rmse_over_crlb": v["rmse_over_crlb"]}
+               for k, v in isolated.items() if isinstance(v, dict)}
+        path = pretrained.record_metrics("deepstorm_quick", sha, {
+            "benchmark": "benchmarks/results/deepstorm.json", "command": "python benchmarks/deepstorm.py"
+            + (f" --frames {args.frames}" if args.frames != 1000 else ""),
+            "protocol": result["protocol"], "table": [{k: r[k] for k in keep} for r in rows],
+            "targets": targets, "isolated": {"crlb_lateral_nm": isolated["crlb_lateral_nm"], **iso},
+            "throughput": speed})
+        print(f"recorded the metrics in {path}")
     return result
 
 

@@ -98,3 +98,16 @@ def test_oracle_merges_more_at_wide_kernel():
                             sigma_y=s)["recall"] for s in (3.0, 1.5)}
     assert r[1.5] > r[3.0]
     assert r[3.0] < 0.95  # the KDE width itself merges close emitters: the oracle is the ceiling
+
+
+def test_protocol_rows_respect_the_config_upsampling():
+    # a KDE at upsample 2 must be detected and matched in its own units (regression: the metrics
+    # used the default upsample 4, so every detection missed its emitter and recall was 0)
+    from ualm.detect import evaluate_kdes, oracle_kdes, protocol_rows
+    cfg = ualm.SimConfig(upsample=2, sigma_y=1.5, layout="isolated")
+    rows, _ = protocol_rows(None, cfg, 20, seed=0, oracle_sigmas=(1.5,))
+    assert rows[0]["recall"] == 1.0 and rows[0]["precision"] == 1.0
+    assert rows[0]["rmse_px"] < 0.1
+    data = ualm.simulate_batch(5, cfg, generator=ualm.make_generator(1))
+    k = oracle_kdes(data["theta"], data["mask"], 1.5, cfg.shape, upsample=2)
+    assert evaluate_kdes(k, data["theta"], data["mask"], sigma_y=1.5, upsample=2)["recall"] == 1.0

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -33,32 +34,96 @@ def test_sim_source_is_a_function_of_step():
     assert not torch.equal(s.batch(7, rank=1)["x"], a["x"])
 
 
-def test_resume_continues_same_step_and_optimizer_state(tmp_path):
+def _drop_model():
+    torch.manual_seed(0)
+    return DeepSTORM(**TINY, dropout=0.3)  # dropout: resuming must also restore the RNG stream
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
     torch.set_num_threads(1)
-    full = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "a", progress=False)
-    assert full.step == 4
-
-    part = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False, stop_after=2)
-    assert part.step == 2
-    saved = load_checkpoint(tmp_path / "b")
-    assert saved["step"] == 2
-
-    resumed = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False, stop_after=0)
-    ck = load_checkpoint(tmp_path / "b")
-    assert ck["step"] == 2  # resumed at the same step, nothing run yet
-    for k, v in saved["optimizer"]["state"].items():
-        for name, t in v.items():
-            assert torch.equal(t, ck["optimizer"]["state"][k][name])
-    assert ck["scheduler"] == saved["scheduler"]
-
-    resumed = train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "b", progress=False)
-    assert resumed.step == 4
+    n = 5
+    cfg = CFG.replace(steps=n, ckpt_every=1)
+    full = train(_drop_model(), deepstorm_loss, _source(), cfg, tmp_path / "a", progress=False)
+    assert full.step == n
+    part = train(_drop_model(), deepstorm_loss, _source(), cfg, tmp_path / "b", progress=False,
+                 stop_after=2)
+    assert part.step == 2 and load_checkpoint(tmp_path / "b")["step"] == 2
+    # something else draws from the global RNG between the two calls: must not matter
+    torch.rand(1000)
+    # resume into a freshly built model (other initial weights): everything comes from the checkpoint
+    torch.manual_seed(123)
+    resumed = train(DeepSTORM(**TINY, dropout=0.3), deepstorm_loss, _source(), cfg, tmp_path / "b",
+                    progress=False)
+    assert resumed.step == n
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     for k in a["model"]:
-        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
-    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
-    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]]
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k, v in a["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(t, b["optimizer"]["state"][k][name]), (k, name)
+    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == n
+    hist = lambda ck: [(h["step"], h["loss"], h.get("val_loss")) for h in ck["history"]]
+    assert hist(a) == hist(b)
+    # the log mirrors the history: no duplicated steps after the resume
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [h["step"] for h in b["history"]]
+    # dropout really is active: without the per-step seeding the runs would differ
+    c = train(_drop_model(), deepstorm_loss, _source(), cfg.replace(seed=4), None, progress=False)
+    assert not all(torch.equal(a["model"][k], c.model.state_dict()[k]) for k in a["model"])
+
+
+def test_train_leaves_the_global_rng_alone(tmp_path):
+    model = _drop_model()
+    torch.manual_seed(42)
+    state = torch.get_rng_state()
+    train(model, deepstorm_loss, _source(), CFG.replace(steps=2), None, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_train_deepstorm_initial_weights_depend_only_on_seed(tmp_path):
+    from ualm.models.deepstorm import train_deepstorm
+    kw = dict(device="cpu", model_overrides=dict(TINY), progress=False,
+              train_overrides=dict(steps=0, batch_size=2, val_batches=0))
+    torch.manual_seed(1)
+    m1, _ = train_deepstorm("quick", None, **kw)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    m2, _ = train_deepstorm("quick", None, **kw)
+    assert torch.equal(torch.get_rng_state(), state)  # nothing seeded globally
+    for (k, v), w in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v, w), k
+    m3, _ = train_deepstorm("quick", None, **{**kw, "train_overrides": {**kw["train_overrides"], "seed": 9}})
+    assert not torch.equal(m1.stem[0].weight, m3.stem[0].weight)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    torch.set_num_threads(1)
+    train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "r", progress=False, stop_after=1,
+          extra={"model_config": {"width": 4}})
+    with pytest.raises(CheckpointError, match="batch_size.*seed|seed.*batch_size") as err:
+        train(_model(), deepstorm_loss, _source(), CFG.replace(batch_size=3, seed=4), tmp_path / "r",
+              progress=False, extra={"model_config": {"width": 4}})
+    assert "batch_size" in str(err.value) and "seed" in str(err.value)
+    with pytest.raises(CheckpointError, match="model_config"):
+        train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "r", progress=False,
+              extra={"model_config": {"width": 8}})
+    # a model of another width, without metadata to compare: still a CheckpointError
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(DeepSTORM(width=6, hr_width=2, dilations=(1, 2)), deepstorm_loss, _source(), CFG,
+              tmp_path / "r", progress=False)
+    # the CLI path: same directory, other width
+    from ualm.cli import main
+    args = ["train", "deepstorm", "--profile", "quick", "--out", str(tmp_path / "c"), "--device", "cpu",
+            "--width", "4", "--hr-width", "2", "--batch-size", "2", "--steps", "2", "--no-progress"]
+    assert main(args) == 0
+    with pytest.raises(CheckpointError, match="width"):
+        main([a if a != "4" else "6" for a in args])
+    # --no-resume starts afresh, with a fresh log (not appended to the old run's)
+    assert main([a if a != "4" else "6" for a in args] + ["--no-resume"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2]
+    assert load_checkpoint(tmp_path / "c")["extra"]["model_config"]["width"] == 6
 
 
 def test_bad_checkpoints_raise_clear_errors(tmp_path):

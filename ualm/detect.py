@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from . import PIXEL_NM  # ualm/__init__ never imports this module, so no cycle
 from .simulate import UPSAMPLE, from_kde_coords, to_kde_coords
 
-PIXEL_NM = 108.0
 TOLERANCE_KDE_PX = 5.0
 
 
@@ -204,12 +204,16 @@ def localization_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_K
 
 
 def evaluate_kdes(kdes, theta, mask=None, sigma_y: float = 3.0, refine="quadratic",
-                  threshold: float = 0.3, tolerance: float = TOLERANCE_KDE_PX, **detect_kw) -> dict:
-    """`detect` on KDEs, then `localization_metrics` against the truth (adds 'detections')."""
-    preds = detect(kdes, sigma_y=sigma_y, threshold=threshold, refine=refine, **detect_kw)
+                  threshold: float = 0.3, tolerance: float = TOLERANCE_KDE_PX,
+                  upsample: int = UPSAMPLE, **detect_kw) -> dict:
+    """`detect` on KDEs, then `localization_metrics` against the truth (adds 'detections').
+    `upsample` (KDE px per low-res px) is passed to both, so KDEs of any upsampling factor are
+    read and matched in the same units."""
+    preds = detect(kdes, sigma_y=sigma_y, threshold=threshold, refine=refine, upsample=upsample,
+                   **detect_kw)
     if isinstance(preds, np.ndarray):
         preds = [preds]
-    m = localization_metrics(preds, theta, mask, tolerance)
+    m = localization_metrics(preds, theta, mask, tolerance, upsample=upsample)
     m["detections"] = preds
     return m
 
@@ -244,13 +248,9 @@ def simulate_and_predict(model, config, n_frames: int, seed: int, batch_size: in
              for i in range(0, n_frames, batch_size)]
     data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     if model is not None:
-        dev = device or next(model.parameters()).device
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            data["y_hat"] = torch.cat([model(data["x"][i:i + batch_size].to(dev)).float().cpu()
-                                       for i in range(0, n_frames, batch_size)])
-        model.train(was)
+        if device is not None:
+            model = model.to(device)
+        data["y_hat"] = model.predict(data["x"], batch_size=batch_size).float().cpu()
     return data
 
 
@@ -273,7 +273,8 @@ def protocol_rows(model, config, n_frames: int = 1000, seed: int = 2024,
         from tqdm.auto import tqdm
         jobs = tqdm(jobs, desc="detect")
     for name, kdes, s, refine in jobs:
-        m = evaluate_kdes(kdes, data["theta"], data["mask"], sigma_y=s, refine=refine, threshold=threshold)
+        m = evaluate_kdes(kdes, data["theta"], data["mask"], sigma_y=s, refine=refine,
+                          threshold=threshold, upsample=config.upsample)
         rows.append({"method": name, "sigma_y": s, "refine": refine or "none", **summary(m)})
         extra[name] = m
     data["metrics"] = extra

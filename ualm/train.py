@@ -13,11 +13,18 @@ It is built from three pieces, so that the diffusion model reuses it unchanged:
 `train` runs AdamW with a linear warm-up and cosine decay, shows a `tqdm` progress bar, evaluates
 the loss on a fixed seeded validation set every `val_every` steps, and writes a checkpoint
 atomically (temporary file, then `os.replace`) every `ckpt_every` steps and at the end. A
-checkpoint holds the model, optimizer, scheduler, AMP scaler, step, RNG states, the training
-configuration and the history. Calling `train` again with the same `out` directory resumes from
-the last checkpoint. On CUDA it uses automatic mixed precision. Launched under `torchrun` (the
-environment variable WORLD_SIZE > 1) it trains data-parallel with DistributedDataParallel
-(NCCL on CUDA, gloo on CPU); rank 0 alone writes checkpoints and logs.
+checkpoint holds the model, optimizer, scheduler, AMP scaler, step, the training configuration,
+the world size and the history. Calling `train` again with the same `out` directory resumes from
+the last checkpoint, after checking that it belongs to the same run (`check_resume`). On CUDA it
+uses automatic mixed precision. Launched under `torchrun` (the environment variable
+WORLD_SIZE > 1) it trains data-parallel with DistributedDataParallel (NCCL on CUDA with device
+cuda:LOCAL_RANK, gloo on CPU); rank 0 alone writes checkpoints and logs.
+
+Randomness: nothing is seeded globally. `train` runs inside `torch.random.fork_rng`, so the
+caller's global RNG state is the same after it returns, and before every step it seeds the
+(forked) torch RNG from (seed, step, rank): the random numbers used by the model (dropout) are,
+like the data, a pure function of the step and the rank, so a resumed run, on any rank, repeats
+an uninterrupted one without storing RNG states.
 """
 from __future__ import annotations
 
@@ -38,6 +45,15 @@ from .simulate import SimConfig, simulate_batch
 CHECKPOINT_NAME = "checkpoint.pt"
 _CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
 _FORMAT = "ualm-checkpoint-1"
+# TrainConfig fields that must agree between a checkpoint and the run resuming from it (the
+# logging/checkpointing cadences may change; a different `steps` changes the LR schedule).
+RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_factor",
+               "grad_clip", "seed", "amp")
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """The seed of step `step` on process `rank`: stream 0 for the data, 1 for the model's RNG."""
+    return (((seed * 1_000_003 + step) * 1009 + rank) * 7 + stream * 0x9E3779B1) % (2**63 - 1)
 
 
 class CheckpointError(ValueError):
@@ -84,9 +100,13 @@ class SimSource:
         self.config, self.batch_size, self.seed, self.transform = config, batch_size, seed, transform
 
     def batch(self, step: int, rank: int = 0, device="cpu") -> dict:
-        gen = make_generator(((self.seed * 1_000_003 + step) * 1009 + rank) % (2**63 - 1), "cpu")
-        b = simulate_batch(self.batch_size, self.config, generator=gen, dtype=torch.float32)
-        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        """Simulated on `device` itself, with a generator on that device seeded from
+        (seed, step, rank). The stream is reproducible per device kind (CPU and CUDA
+        generators draw different numbers)."""
+        device = torch.device(device)
+        gen = make_generator(((self.seed * 1_000_003 + step) * 1009 + rank) % (2**63 - 1), device)
+        b = simulate_batch(self.batch_size, self.config, generator=gen, device=device,
+                           dtype=torch.float32)
         return self.transform(b) if self.transform is not None else b
 
 
@@ -174,18 +194,32 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
+def check_resume(state: dict, config: "TrainConfig", extra: dict | None, world: int, path=None):
+    """Raise CheckpointError naming every field where checkpoint `state` differs from the run
+    that wants to resume from it (TrainConfig's RESUME_KEYS, the `extra` metadata such as the
+    model config, and the world size)."""
+    bad = []
+    saved = state.get("config", {})
+    cur = asdict(config)
+    for k in RESUME_KEYS:
+        if k in saved and saved[k] != cur[k]:
+            bad.append(f"{k}: checkpoint {saved[k]!r} != run {cur[k]!r}")
+    saved_extra = state.get("extra") or {}
+    for k, v in (extra or {}).items():
+        if k in saved_extra and saved_extra[k] != v:
+            bad.append(f"extra[{k!r}]: checkpoint {saved_extra[k]!r} != run {v!r}")
+    if "world_size" in state and int(state["world_size"]) != world:
+        bad.append(f"world_size: checkpoint {state['world_size']} != run {world}")
+    if bad:
+        raise CheckpointError(f"checkpoint {path or ''} belongs to a different run; mismatched: "
+                              + "; ".join(bad) + " (use another --out or --no-resume)")
+
+
+def _seed_step(seed: int, device: torch.device):
+    torch.random.default_generator.manual_seed(seed)
     if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device):
-    if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 @torch.no_grad()
@@ -210,15 +244,33 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     out: directory for `checkpoint.pt` and `log.jsonl` (None: keep nothing on disk).
     val_data: source of the fixed validation set (default: `data` with seed + 10_000);
       `config.val_batches` batches of it are simulated once and reused.
-    resume: continue from `out/checkpoint.pt` when present (same step, optimizer, scheduler, RNG).
+    resume: continue from `out/checkpoint.pt` when present (same step, optimizer, scheduler;
+      the RNG is re-seeded per step). The checkpoint must come from the same run: RESUME_KEYS
+      of the config, `extra` (e.g. the model config) and the world size are compared, and a
+      mismatch, or weights that do not fit `model`, raise CheckpointError. resume=False starts
+      afresh and rewrites `log.jsonl`.
+    device: the training device; under torchrun on CUDA it is cuda:LOCAL_RANK whatever is given.
     extra: JSON-able metadata stored in the checkpoint (e.g. the model's config).
     metrics_fn(model) -> dict: optional extra validation metrics, logged with the loss.
     stop_after: stop (after checkpointing) once this many steps ran in this call; for tests
       that simulate an interruption.
     """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if dist_info()[2] > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_info()[1])  # under torchrun: one GPU per local rank
+    # fork the global RNG: the caller's RNG state is unchanged when train returns
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _train(model, loss_fn, data, config, out, val_data=val_data, device=device,
+                      resume=resume, progress=progress, extra=extra, metrics_fn=metrics_fn,
+                      stop_after=stop_after)
+
+
+def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progress, extra,
+           metrics_fn, stop_after) -> TrainResult:
     from tqdm.auto import tqdm
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     rank, world, distributed = _setup_distributed(device)
     model.to(device)
     net = model
@@ -236,15 +288,17 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     step, history = 0, []
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        check_resume(state, config, extra, world, ckpt_path)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this model/optimizer "
+                                  f"({type(err).__name__}: {str(err)[:300]})") from err
         if "scaler" in state and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         step, history = int(state["step"]), list(state.get("history", []))
-        _set_rng_state(state.get("rng", {}), device)
-    else:
-        torch.manual_seed(config.seed + 7919 * rank)
 
     val_src = val_data if val_data is not None else _shifted(data, 10_000)
     val_batches = [val_src.batch(k, 0, device) for k in range(config.val_batches)] \
@@ -256,13 +310,20 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         return save_checkpoint(ckpt_path, {
             "format": _FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "step": step, "rng": _rng_state(device), "config": asdict(config),
+            "step": step, "config": asdict(config),
             "extra": extra or {}, "history": history, "world_size": world,
         })
 
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.jsonl", "a") if out is not None and rank == 0 else None
+    log = None
+    if out is not None and rank == 0:
+        # the log mirrors the history: rewritten on every start, so a resumed run drops the
+        # entries logged after its checkpoint and a fresh run (resume=False) starts a new log
+        log = open(out / "log.jsonl", "w")
+        for record in history:
+            log.write(json.dumps(record) + "\n")
+        log.flush()
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0,
                desc="train", dynamic_ncols=True)
     net.train()
@@ -275,6 +336,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
                 checkpoint()
                 break
             batch = data.batch(step, rank, device)
+            _seed_step(step_seed(config.seed, step, rank, stream=1), device)  # dropout etc.
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = loss_fn(net, batch)
             if not torch.isfinite(loss):

@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from . import plotting
+from . import PIXEL_NM, plotting
 from .camera import Camera, make_generator
 from .fisher import crlb
-from .mle import fit_mle
+from .mle import mle_vs_crlb
 from .psf import expected_frame
 from .simulate import disc_emitters, isolated_emitters, kde
 
@@ -24,11 +24,6 @@ __all__ = ["image_formation_figure", "image_formation_explorer", "crlb_figure", 
            "explorer"]
 
 _F64 = torch.float64
-
-
-def _pixel_nm() -> float:
-    from . import PIXEL_NM
-    return PIXEL_NM
 
 
 # --------------------------------------------------------------------------- generic explorer
@@ -143,7 +138,7 @@ def crlb_figure(photons: float = 200.0, background: float = 0.0, read_var: float
     maximum-likelihood fits (95 % interval); and the fitted positions' errors in nm with the
     CRLB circle."""
     device = torch.device(device or "cpu")
-    nm = _pixel_nm()
+    nm = PIXEL_NM
     camera = Camera(gain=1.0, offset=100.0, read_var=float(read_var))
     h, w = shape
     centre = torch.tensor([[[(w - 1) / 2 + 0.2, (h - 1) / 2 - 0.1]]], dtype=_F64, device=device)
@@ -151,18 +146,13 @@ def crlb_figure(photons: float = 200.0, background: float = 0.0, read_var: float
     curve = crlb(centre.expand(len(grid), 1, 2), grid[:, None], float(sigma), float(background),
                  camera, shape, params=("x", "y", "photons", "background"))[:, 0] * nm
 
-    gen = make_generator(seed, device)
-    theta, _ = isolated_emitters(int(n_frames), shape, generator=gen, dtype=_F64, device=device)
-    omega = expected_frame(theta, float(photons), float(sigma), float(background), shape)
-    x = camera.sample(omega, generator=gen)
-    fit = fit_mle(x, camera, sigma=float(sigma))
-    ok = fit.converged
-    err = ((fit.theta - theta)[:, 0][ok] * nm).cpu()
-    bound = crlb(theta, float(photons), float(sigma), float(background), camera, shape,
-                 params=("x", "y", "photons", "background"))[:, :2][ok].cpu() * nm
+    mc = mle_vs_crlb(float(photons), float(background), int(n_frames), camera, float(sigma),
+                     shape, seed=int(seed), device=device)
+    err = mc["errors"].cpu() * nm  # all fits, converged or not (RMSE over all of them)
     n = err.numel()
-    rmse = float(err.pow(2).mean().sqrt()) if n else float("nan")
-    cr = float(bound.pow(2).mean().sqrt()) if n else float("nan")
+    rmse = float(err.pow(2).mean().sqrt())
+    cr = float(mc["crlb"][:, :2].cpu().pow(2).mean().sqrt()) * nm
+    conv = mc["converged"]
     half = 1.96 / math.sqrt(2 * max(n, 1))  # relative 95 % half-width of an RMSE from n values
 
     fig, axes = plotting.subplots(2, width=4.4, height=3.7)
@@ -170,7 +160,7 @@ def crlb_figure(photons: float = 200.0, background: float = 0.0, read_var: float
     ax.loglog(plotting.to_numpy(grid), plotting.to_numpy(curve), color="C0",
               label="CRLB (x, y, photons, bg fitted)")
     ax.errorbar([photons], [rmse], yerr=[[rmse * half], [rmse * half]], fmt="o", color="C3",
-                capsize=3, label=f"MLE RMSE, {int(ok.sum())} fits")
+                capsize=3, label=f"MLE RMSE, {int(n_frames)} fits ({100 * conv:.0f} % converged)")
     ax.axvline(photons, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("photons per emitter i0")
     ax.set_ylabel("localization std (nm)")
@@ -232,12 +222,7 @@ def deepstorm_figure(model, photons: float = 200.0, n_emitters: int = 10, seed: 
         raise ValueError(f"n_emitters must be >= 1, got {n_emitters}")
     cfg = SimConfig(shape=shape, i0=float(photons), count=int(n_emitters), sigma_y=float(sigma_y))
     b = simulate_batch(1, cfg, generator=make_generator(int(seed)), dtype=torch.float32)
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        was = model.training
-        model.eval()
-        y_hat = model(b["x"].to(dev)).float().cpu()[0]
-        model.train(was)
+    y_hat = model.predict(b["x"]).float().cpu()[0]
     truth = b["theta"][0][b["mask"][0]]
     refine = None if refine in (None, "none") else refine
     fig, axes = plotting.subplots(3, width=3.9, height=3.6)
@@ -287,7 +272,7 @@ def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = Fal
     from . import mcmc, posterior
 
     device = torch.device(device or "cpu")
-    nm = _pixel_nm()
+    nm = PIXEL_NM
     gen = make_generator(int(seed), device)
     theta, _ = isolated_emitters(1, (20, 20), generator=gen, dtype=_F64, device=device)
     camera = Camera()
@@ -342,10 +327,18 @@ def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = Fal
 
 def mcmc_explorer(**defaults):
     """Sliders for the tempering β and the proposal variance (log scales), a switch for the
-    adaptive proposal, photons and seed, redrawing `mcmc_figure`."""
+    adaptive proposal, photons and seed, redrawing `mcmc_figure`. `defaults` set the starting
+    values of those controls; other `mcmc_figure` arguments (n_chains, n_iter, burn_in, device)
+    are passed on fixed."""
+    import functools
+
     import ipywidgets as W
 
     d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=200.0, seed=0)
+    fixed = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device") if k in defaults}
+    unknown = set(defaults) - set(d)
+    if unknown:
+        raise TypeError(f"mcmc_explorer got unexpected arguments {sorted(unknown)}")
     d.update(defaults)
     controls = dict(
         beta=_slider(float, d["beta"], 0.02, 1.0, 0.05, "tempering β", log=True),
@@ -354,4 +347,4 @@ def mcmc_explorer(**defaults):
         photons=_slider(float, d["photons"], 50, 5000, 0.05, "photons i0", log=True),
         seed=W.IntText(value=d["seed"], description="seed"),
     )
-    return explorer(mcmc_figure, controls, "Metropolis–Hastings explorer")
+    return explorer(functools.partial(mcmc_figure, **fixed), controls, "Metropolis–Hastings explorer")

@@ -12,7 +12,8 @@ Three modules (Nehme et al. 2020, simplified to 2-D as in the paper):
 Input normalisation happens inside the model, so a user passes raw frames in ADU:
 z = ((x - offset) / gain) / photon_scale, i.e. photons per pixel divided by `photon_scale`
 (20 photons by default: an i0 = 200 emitter peaks near 34 photons, so z is of order one).
-offset and gain are buffers: per-pixel (sCMOS) maps of the training frame size are allowed.
+offset and gain are scalar buffers built from the config (one camera offset and gain for the
+whole frame); per-pixel (sCMOS) maps are not supported.
 
 About the HardTanh: with the default "peak" KDE normalisation one isolated emitter peaks at 1,
 but two emitters closer than about 2 σ_y overlap and the true KDE exceeds 1 there. The paper
@@ -165,7 +166,7 @@ def profile_settings(profile: str) -> dict:
     from ..train import TrainConfig
     if profile == "quick":
         return dict(model=DeepSTORMConfig(width=32, hr_width=16),
-                    train=TrainConfig(steps=1200, batch_size=16, lr=2e-3, warmup=50,
+                    train=TrainConfig(steps=1600, batch_size=16, lr=2e-3, warmup=50,
                                       val_every=100, val_batches=4, ckpt_every=50))
     if profile == "full":
         return dict(model=DeepSTORMConfig(width=64, hr_width=32),
@@ -184,7 +185,9 @@ def train_deepstorm(profile: str = "quick", out=None, device=None, model_overrid
     tcfg = s["train"].replace(**(train_overrides or {}))
     sim = sim_config or training_sim_config()
     device = pick_device(device)
-    model = DeepSTORM(mcfg)
+    with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
+        torch.random.default_generator.manual_seed(tcfg.seed)
+        model = DeepSTORM(mcfg)
     data = SimSource(sim, tcfg.batch_size, seed=tcfg.seed)
     result = train(model, deepstorm_loss, data, tcfg, out, device=device, progress=progress,
                    resume=resume, stop_after=stop_after, extra={"model": "deepstorm", "model_config": mcfg.to_dict(),

@@ -76,8 +76,12 @@ def load_deepstorm(name: str = "deepstorm_quick", device=None, directory=None):
 
 def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, command: str = "",
                    metrics: dict | None = None) -> Path:
-    """Turn a training checkpoint into bundled weights NAME.pt + NAME.json (SHA-256, model
-    config, command, training summary, metrics)."""
+    """Turn a training checkpoint into bundled weights NAME.pt + NAME.json.
+
+    Everything in the manifest is written here, from the checkpoint: SHA-256, size, model and
+    training configuration, world size, the command (passed by the CLI), the total training time
+    (wall clock, cumulative over resumed runs) and the history. `metrics` starts empty (or as
+    given); `benchmarks/deepstorm.py` fills it for the weights it measured (`record_metrics`)."""
     from ..train import load_checkpoint
     state = load_checkpoint(checkpoint)
     directory = Path(directory or HERE)
@@ -95,11 +99,30 @@ def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, c
         "model_config": state.get("extra", {}).get("model_config", {}),
         "profile": state.get("extra", {}).get("profile"),
         "train_config": state["config"], "steps": state["step"],
+        "world_size": state.get("world_size", 1),
+        "torch": torch.__version__,
         "final_val_loss": vals[-1]["val_loss"] if vals else None,
         "train_seconds": hist[-1]["time"] if hist else None,
-        "command": command, "metrics": metrics or {},
+        "command": command,
+        "metrics": metrics or {"note": "not measured yet: run python benchmarks/deepstorm.py"},
         "history": [{k: h[k] for k in ("step", "loss", "val_loss", "lr", "time") if k in h}
                     for h in hist],
     }
     (directory / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def record_metrics(name: str, sha: str, metrics: dict, directory=None) -> Path:
+    """Store `metrics` (measured on the weights with SHA-256 `sha`) in manifest NAME.json,
+    keyed by that checksum; refuses when the manifest describes other weights."""
+    directory = Path(directory or HERE)
+    info = manifest(name, directory)
+    if info.get("sha256") != sha:
+        raise WeightsError(f"metrics were measured on weights {sha}, but manifest {name!r} "
+                           f"describes {info.get('sha256')}")
+    info["metrics"] = {"weights_sha256": sha, **metrics}
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=float) + "\n")
+    tmp.replace(path)
     return path
