@@ -125,3 +125,9 @@ def test_chapter_executes(doc, monkeypatch):
         error = ANSI.sub("", str(err))
     if error:
         pytest.fail(f"{doc} failed to execute:\n{error}", pytrace=False)
+    # Glued numbers are formatted by the book from their repr: numpy and torch scalars
+    # ("np.float64(...)", "tensor(...)") cannot be, and only fail the book build. Catch them here.
+    bad = [out["data"][key] for cell in nb.cells for out in cell.get("outputs", [])
+           for key in out.get("data", {}) if key.endswith("papermill.record/text/plain")
+           and str(out["data"][key]).startswith(("np.", "tensor("))]
+    assert not bad, f"{doc} glues values the book cannot format (wrap them in float()): {bad}"
