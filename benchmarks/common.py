@@ -52,14 +52,14 @@ def machine() -> dict:
     return info
 
 
-def save(name: str, payload: dict) -> Path:
-    """Write results/<name>.json with the machine description and a timestamp."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(name: str, payload: dict, path=None) -> Path:
+    """Write results/<name>.json (or `path`) with the machine description and a timestamp."""
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": machine(), **payload}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, path)
     print(f"wrote {path}")
     return path

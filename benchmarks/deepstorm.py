@@ -21,19 +21,18 @@ Retraining the weights is therefore two commands (see ualm/pretrained/README.md)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402
 
 import ualm  # noqa: E402
 from ualm import detect as D  # noqa: E402
@@ -57,15 +56,13 @@ def throughput(model, device, n=2000, batch=500):
                             dtype=torch.float32)["x"].to(device)
     with torch.no_grad():
         model(x[:16])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        common.sync(device)
         t = time.perf_counter()
         done = 0
         while done < n:
             model(x)
             done += batch
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        common.sync(device)
     return done / (time.perf_counter() - t)
 
 
@@ -147,17 +144,9 @@ def main(argv=None):
                      "matching": "Hungarian, one-to-one, 5 KDE px (1.25 px)",
                      "detector": "skimage blob_log, threshold 0.3 (peak height)"},
         "table": rows, "targets": targets, "isolated": isolated, "density_sweep": sweep,
-        "throughput": speed,
-        "env": {"torch": torch.__version__, "python": platform.python_version(),
-                "machine": platform.machine(), "cpus": os.cpu_count(), "commit": commit},
-        "seconds": time.time() - t_start,
+        "throughput": speed, "commit": commit, "seconds": time.time() - t_start,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out} in {result['seconds']:.0f} s")
+    common.save("deepstorm", result, path=args.out)
     if sha is not None:
         keep = ("method", "precision", "recall", "jaccard", "rmse_nm", "efficiency")
         iso = {k: {"rmse_nm": v["rmse_nm"], "rmse_over_crlb": v["rmse_over_crlb"]}
