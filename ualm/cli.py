@@ -13,7 +13,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ualm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a network on simulated data")
-    t.add_argument("model", choices=["deepstorm"])
+    t.add_argument("model", choices=["deepstorm", "diffusion"],
+                   help="deepstorm: the KDE estimator φ; diffusion: the conditional U-Net Ψ")
     t.add_argument("--profile", choices=["quick", "full"], default=None,
                    help="quick: small CPU model; full: paper-scale GPU run (default: by device)")
     t.add_argument("--out", required=True, help="directory for checkpoint.pt and log.jsonl")
@@ -25,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int)
     t.add_argument("--hr-width", type=int)
     t.add_argument("--dropout", type=float)
+    t.add_argument("--cond", default=None,
+                   help="diffusion only: conditioning inputs, comma-separated from yhat,frame")
     t.add_argument("--threads", type=int, help="torch.set_num_threads on CPU")
     t.add_argument("--stop-after", type=int, default=None,
                    help="checkpoint and exit after this many steps in this call (resume later)")
@@ -63,9 +66,16 @@ def main(argv=None) -> int:
                                         dropout=args.dropout).items() if v is not None}
     train_over = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                         seed=args.seed).items() if v is not None}
-    _, result = train_deepstorm(profile, args.out, device=device, model_overrides=model_over,
-                                train_overrides=train_over, progress=not args.no_progress,
-                                resume=not args.no_resume, stop_after=args.stop_after)
+    run = dict(device=device, train_overrides=train_over, progress=not args.no_progress,
+               resume=not args.no_resume, stop_after=args.stop_after)
+    if args.model == "diffusion":
+        from .diffusion import train_diffusion
+        over = {k: v for k, v in dict(width=args.width, dropout=args.dropout).items() if v is not None}
+        if args.cond:
+            over["cond"] = tuple(c.strip() for c in args.cond.split(","))
+        _, result = train_diffusion(profile, args.out, model_overrides=over, **run)
+    else:
+        _, result = train_deepstorm(profile, args.out, model_overrides=model_over, **run)
     rank = dist_info()[0]
     if rank == 0:
         last = [h for h in result.history if "val_loss" in h]
