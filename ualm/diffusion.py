@@ -361,7 +361,7 @@ def profile_settings(profile: str) -> dict:
     from .train import TrainConfig
     if profile == "quick":
         return dict(model=PRESETS["small"],
-                    train=TrainConfig(steps=5000, batch_size=16, lr=1e-3, warmup=100,
+                    train=TrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=100,
                                       val_every=200, val_batches=8, ckpt_every=100))
     if profile == "full":
         return dict(model=PRESETS["paper"],

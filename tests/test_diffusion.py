@@ -1,0 +1,257 @@
+"""The conditional DDPM: network shapes, schedules against closed forms, the forward process,
+samplers driven by the analytic ε of Gaussian data, seeding, training resume, bad inputs."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ualm import diffusion as D
+from ualm.models.unet import PRESETS, UNet, UNetConfig
+
+
+def tiny_unet(**kw):
+    cfg = UNetConfig(width=8, mults=(1, 2, 2, 2), blocks=1, attention=(3,), groups=4, **kw)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return UNet(cfg)
+
+
+# ----------------------------------------------------------------------------- network
+
+@pytest.mark.parametrize("cond", [("yhat",), ("yhat", "frame")])
+def test_unet_shapes_and_conditioning(cond):
+    net = tiny_unet(cond=cond)
+    y = torch.randn(3, 80, 80)
+    c = torch.randn(3, len(cond), 80, 80)
+    t = torch.tensor([1, 50, 100])
+    assert net(y, c, t).shape == (3, 80, 80)
+    assert net(y[:, None], c, t).shape == (3, 1, 80, 80)
+    # zero-initialised head: the untrained network predicts ε̂ = 0
+    assert torch.count_nonzero(net(y, c, t)) == 0
+
+
+def test_unet_uses_condition_and_step_once_trained_a_bit():
+    net = tiny_unet()
+    for p in net.head.parameters():
+        nn.init.normal_(p, std=0.1)
+    y, c = torch.randn(2, 80, 80), torch.randn(2, 1, 80, 80)
+    t = torch.tensor([10, 10])
+    base = net(y, c, t)
+    assert not torch.allclose(base, net(y, c + 1, t))
+    assert not torch.allclose(base, net(y, c, t + 40))
+
+
+def test_paper_preset_has_five_levels_and_attention_at_10x10():
+    cfg = PRESETS["paper"]
+    assert cfg.mults == (1, 2, 4, 8, 8) and cfg.attention == (3,)
+    assert 80 // 2 ** 3 == 10  # level 3 of an 80×80 KDE
+    small = UNet(cfg.replace(width=4, groups=4, dropout=0.0))
+    out = small(torch.zeros(1, 80, 80), torch.zeros(1, 1, 80, 80), torch.tensor([5]))
+    assert out.shape == (1, 80, 80)
+
+
+def test_unet_config_is_frozen_and_strict():
+    cfg = UNetConfig()
+    with pytest.raises(Exception):
+        cfg.width = 3
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown UNet config keys.*wdith"):
+        UNetConfig.from_dict({"wdith": 3})
+    with pytest.raises(ValueError, match="cond"):
+        UNetConfig(cond=("truth",))
+    with pytest.raises(ValueError, match="attention"):
+        UNetConfig(attention=(7,))
+
+
+def test_unet_refuses_wrong_shapes():
+    net = tiny_unet()
+    with pytest.raises(ValueError, match="cond must have shape"):
+        net(torch.zeros(2, 80, 80), torch.zeros(2, 2, 80, 80), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.zeros(1, 20, 20), torch.zeros(1, 1, 20, 20), torch.tensor([1]))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def test_paper_schedule_against_closed_forms():
+    s = D.schedule("paper")
+    assert s.T == 100
+    betas = torch.linspace(1e-4, 1e-2, 100, dtype=torch.float64)
+    gamma_T = float(torch.prod(1 - betas))
+    assert s.describe()["gamma_T"] == pytest.approx(gamma_T, rel=1e-12)
+    assert gamma_T == pytest.approx(0.6025, abs=5e-4)
+    g = s.table("gammas")
+    assert g.dtype == torch.float64 and g[0] == 1.0
+    t = 37
+    gp, gt, bt = float(g[t - 1]), float(g[t]), float(betas[t - 1])
+    assert float(s.table("post_var")[t]) == pytest.approx(bt * (1 - gp) / (1 - gt), rel=1e-12)
+    assert float(s.table("post_c0")[t]) == pytest.approx(bt * math.sqrt(gp) / (1 - gt), rel=1e-12)
+    assert float(s.table("post_ct")[t]) == pytest.approx((1 - gp) * math.sqrt(1 - bt) / (1 - gt), rel=1e-12)
+
+
+def test_cosine_schedule_reaches_noise():
+    s = D.schedule("cosine")
+    assert s.describe()["gamma_T"] < 1e-3
+    assert bool((s.table("gammas")[1:] < s.table("gammas")[:-1]).all())
+
+
+def test_posterior_mean_is_consistent_with_forward_process():
+    # q(y_{t−1} | y_t, y_0) with y_t = √γ_t y_0 (no noise) must have mean √γ_{t−1} y_0
+    s = D.schedule("paper")
+    y0 = torch.linspace(-1, 1, 11, dtype=torch.float64)
+    for t in (1, 2, 50, 100):
+        yt = s.q_sample(y0, t, torch.zeros_like(y0))
+        mean, _ = s.posterior(y0, yt, t)
+        assert torch.allclose(mean, s.table("sqrt_gammas")[t - 1] * y0, atol=1e-12)
+
+
+def test_gather_casts_to_dtype_and_shape():
+    s = D.schedule("paper")
+    like = torch.zeros(4, 1, 8, 8, dtype=torch.float32)
+    v = s.gather("gammas", torch.tensor([1, 2, 3, 100]), like)
+    assert v.shape == (4, 1, 1, 1) and v.dtype == torch.float32
+
+
+def test_forward_process_moments_monte_carlo():
+    s = D.schedule("paper")
+    gen = torch.Generator().manual_seed(0)
+    y0 = torch.full((200_000,), 0.7, dtype=torch.float64)
+    for t in (10, 100):
+        yt = s.q_sample(y0, t, torch.randn(y0.shape, generator=gen, dtype=torch.float64))
+        g = float(s.table("gammas")[t])
+        se_mean = math.sqrt((1 - g) / len(y0))
+        assert abs(float(yt.mean()) - math.sqrt(g) * 0.7) < 5 * se_mean
+        assert float(yt.var()) == pytest.approx(1 - g, rel=0.02)
+
+
+def test_bad_schedules():
+    with pytest.raises(ValueError, match="schedule"):
+        D.schedule("quadratic")
+    with pytest.raises(ValueError, match="T must"):
+        D.linear_schedule(T=0)
+
+
+# ----------------------------------------------------------------------------- samplers on Gaussian data
+
+class GaussianOracle(nn.Module):
+    """The optimal ε̂ for y_0 ~ N(μ, s²) per pixel: E[ε | y_t] = b (y_t − aμ) / (a² s² + b²)
+    with a = √γ_t, b = √(1 − γ_t). μ is read from the condition channel."""
+
+    def __init__(self, sched, s):
+        super().__init__()
+        self.sched, self.s = sched, s
+        self.dummy = nn.Parameter(torch.zeros(()))  # gives the module a device
+
+    def forward(self, y_t, cond, t):
+        a = self.sched.gather("sqrt_gammas", t.cpu(), y_t)
+        b = self.sched.gather("sqrt_one_minus_gammas", t.cpu(), y_t)
+        mu = cond[:, 0]
+        return b * (y_t - a * mu) / (a * a * self.s ** 2 + b * b)
+
+
+MU, S = 0.3, 0.5
+
+
+def gaussian_samples(sched, **kw):
+    oracle = GaussianOracle(sched, S)
+    cond = torch.full((1, 1, 80, 80), MU, dtype=torch.float64)
+    kw.setdefault("n_samples", 16)
+    z = D.sample(oracle, cond, sched, clip=False, progress=False, **kw)
+    return D.to_net(z)  # back to the network's range, where y_0 ~ N(μ, s²)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(method="ancestral", start="noise"),
+    dict(method="ddim", start="noise", steps=250, eta=0.0),  # coarse η = 0 jumps shrink the variance
+    dict(method="ddim", start="noise", steps=250, eta=1.0),
+])
+def test_samplers_reproduce_gaussian_data(kw):
+    # a schedule that reaches noise, so that N(0, I) is the right start; 16 × 6400 draws
+    z = gaussian_samples(D.linear_schedule(T=1000, beta_1=1e-4, beta_T=0.02), **kw)
+    assert float(z.mean()) == pytest.approx(MU, abs=0.01)
+    assert float(z.std()) == pytest.approx(S, rel=0.03)
+
+
+def test_paper_schedule_start_from_noise_is_biased_and_guided_start_is_not():
+    # γ_T ≈ 0.60: starting eq. 10 from N(0, I) leaves part of the start in the sample
+    sched = D.schedule("paper")
+    z = gaussian_samples(sched, method="ancestral", start="noise")
+    assert float(z.mean()) < MU - 0.05
+    # with s → the guide is the exact mean, the guided start has the right mean
+    zg = gaussian_samples(sched, method="ancestral", start="guided")
+    assert float(zg.mean()) == pytest.approx(MU, abs=0.01)
+
+
+def test_ddim_eta0_is_deterministic_given_the_start():
+    sched = D.schedule("paper")
+    oracle = GaussianOracle(sched, S)
+    y = torch.randn(2, 80, 80, dtype=torch.float64)
+    cond = torch.full((2, 1, 80, 80), MU, dtype=torch.float64)
+    path = D.ddim_steps(sched.T, sched.T, 10)
+    outs = []
+    for _ in range(2):
+        z = y.clone()
+        for t, s in zip(path[:-1], path[1:]):
+            eps, y0 = D.predict(oracle, sched, z, t, cond)
+            z = D.ddim_step(sched, z, t, s, eps, y0, 0.0, None)
+        outs.append(z)
+    assert torch.equal(outs[0], outs[1])
+    a = gaussian_samples(sched, method="ddim", start="guided", steps=10, eta=0.0, seed=3)
+    b = gaussian_samples(sched, method="ddim", start="guided", steps=10, eta=0.0, seed=3)
+    assert torch.equal(a, b)
+
+
+def test_ancestral_step_is_eq10():
+    sched = D.schedule("paper")
+    y, eps, xi = torch.randn(3, 4, 4), torch.randn(3, 4, 4), torch.randn(3, 4, 4)
+    t = 40
+    b, g = float(sched.betas[t]), float(sched.table("gammas")[t])
+    score = -eps / math.sqrt(1 - g)
+    want = (y + b * score) / math.sqrt(1 - b) + math.sqrt(b) * xi
+    assert torch.allclose(D.ancestral_step(sched, y, t, eps, xi), want, atol=1e-6)
+
+
+def test_samples_do_not_depend_on_batch_size():
+    net = tiny_unet()
+    for p in net.head.parameters():
+        nn.init.normal_(p, std=0.05)
+    cond = torch.rand(3, 1, 80, 80) * 2 - 1
+    kw = dict(method="ddim", start="guided", steps=4, eta=1.0, seed=5, progress=False)
+    a = D.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **kw)
+    b = D.sample(net, cond, D.schedule("paper"), 4, batch_size=5, **kw)
+    c = D.sample(net, cond[1:2], D.schedule("paper"), 4, batch_size=3, first_frame=1, **kw)
+    assert a.shape == (3, 4, 80, 80)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a[1:2], c, atol=1e-5)
+    d = D.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **{**kw, "seed": 6})
+    assert not torch.allclose(a, d)
+
+
+def test_keep_path_returns_every_step():
+    net = tiny_unet()
+    cond = torch.zeros(1, 1, 80, 80)
+    s, path = D.sample(net, cond, D.schedule("paper"), 2, method="ancestral", start="guided",
+                       t0=5, progress=False, keep_path=True)
+    assert s.shape == (1, 2, 80, 80) and path.shape == (1, 2, 5, 80, 80)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="ddim", steps=101), "steps"),
+    (dict(method="ddim", steps=0), "steps"),
+    (dict(method="ddim", steps=10, eta=1.5), "eta"),
+    (dict(method="ddim", steps=10, eta=-0.1), "eta"),
+    (dict(method="ancestral", t0=101), "t0"),
+    (dict(method="leapfrog"), "method"),
+    (dict(start="zeros"), "start"),
+    (dict(n_samples=0), "n_samples"),
+])
+def test_sampler_bad_inputs(kw, match):
+    net = tiny_unet()
+    with pytest.raises(ValueError, match=match):
+        D.sample(net, torch.zeros(1, 1, 80, 80), D.schedule("paper"), **{"n_samples": 2, **kw})
+
+
+def test_sampler_refuses_nan_condition():
+    with pytest.raises(ValueError, match="cond"):
+        D.sample(tiny_unet(), torch.full((1, 1, 80, 80), float("nan")), D.schedule("paper"), 2)

@@ -1,0 +1,114 @@
+"""The diffusion training path (source, loss, resume) and the one-call uncertainty map."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ualm
+from ualm import diffusion as D
+from ualm.models import DeepSTORM
+from ualm.models.unet import UNet, UNetConfig
+from ualm.train import TrainConfig, load_checkpoint, train
+from ualm.uncertainty import SampleResult, uncertainty_map
+
+SIM = ualm.SimConfig(count=(1, 4))
+
+
+def _phi():
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        return DeepSTORM(width=4, hr_width=2, dilations=(1, 2)).eval()
+
+
+def _psi(cond=("yhat",), dropout=0.0):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = UNet(UNetConfig(width=8, mults=(1, 2, 2, 2), groups=4, cond=cond, dropout=dropout))
+    for p in net.head.parameters():  # leave the zero-initialised head: samples then differ
+        nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(2))
+    return net
+
+
+def test_diffusion_source_is_a_function_of_step_and_holds_eq9_inputs():
+    src = D.DiffusionSource(_phi(), SIM, D.schedule("paper"), batch_size=3, seed=4,
+                            cond=("yhat", "frame"))
+    a, b = src.batch(5), src.batch(5)
+    assert set(a) == {"y", "cond", "t", "eps"}
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert a["cond"].shape == (3, 2, 80, 80) and a["y"].shape == (3, 80, 80)
+    assert int(a["t"].min()) >= 1 and int(a["t"].max()) <= 100
+    assert not torch.equal(src.batch(6)["eps"], a["eps"])
+    # channel 0 is ŷ = φ(x) in the network's range
+    x = src.sim.batch(5)["x"]
+    with torch.no_grad():
+        assert torch.allclose(a["cond"][:, 0], D.to_net(_phi()(x)), atol=1e-6)
+
+
+def test_loss_is_eq9():
+    sched = D.schedule("paper")
+    src = D.DiffusionSource(_phi(), SIM, sched, batch_size=2, seed=0)
+    b = src.batch(0)
+    net = _psi()
+    y_t = sched.q_sample(D.to_net(b["y"]), b["t"], b["eps"])
+    want = ((net(y_t, b["cond"], b["t"]) - b["eps"]) ** 2).mean()
+    with torch.no_grad():
+        got = D.DiffusionLoss(sched)(net, b)
+    assert float(got) == pytest.approx(float(want.detach()), rel=1e-5)
+
+
+def test_diffusion_training_resume_equals_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    sched = D.schedule("paper")
+    src = D.DiffusionSource(_phi(), SIM, sched, batch_size=2, seed=3)
+    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup=1, val_every=2, val_batches=1,
+                      ckpt_every=1, log_every=1, seed=3)
+    loss = D.DiffusionLoss(sched)
+    train(_psi(dropout=0.2), loss, src, cfg, tmp_path / "a", progress=False)
+    train(_psi(dropout=0.2), loss, src, cfg, tmp_path / "b", progress=False, stop_after=2)
+    torch.rand(100)  # the global RNG between the calls must not matter
+    train(_psi(dropout=0.2), loss, src, cfg, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def _frames(n=2, seed=0):
+    return ualm.simulate_batch(n, SIM, generator=ualm.make_generator(seed))["x"].float()
+
+
+@pytest.mark.parametrize("cond", [("yhat",), ("yhat", "frame")])
+def test_uncertainty_map_units_shapes_and_seeds(cond):
+    x = _frames(2)
+    res = uncertainty_map(x, psi=_psi(cond), phi=_phi(), n_samples=4, sampler="ddim", steps=3,
+                          seed=1, progress=False)
+    assert isinstance(res, SampleResult) and len(res) == 2
+    assert res.samples.shape == (2, 4, 80, 80) and res.yhat.shape == (2, 80, 80)
+    assert torch.allclose(res.var(), res.samples.var(1, unbiased=True))
+    assert torch.allclose(res.std() ** 2, res.var(), atol=1e-7)
+    assert float(res.samples.min()) >= 0.0 and float(res.samples.max()) <= 1.0  # clipped ŷ_0
+    assert res.info["evals_per_sample"] == 3 and res.info["sampler"] == "ddim"
+    one = uncertainty_map(x[1].numpy(), psi=_psi(cond), phi=_phi(), n_samples=4, sampler="ddim",
+                          steps=3, seed=1, progress=False)
+    # a frame's samples depend on its index in the call (first_frame), not on the batch
+    again = uncertainty_map(x, psi=_psi(cond), phi=_phi(), n_samples=4, sampler="ddim", steps=3,
+                            seed=1, progress=False, batch_size=3)
+    assert torch.allclose(again.samples, res.samples, atol=1e-5)
+    assert one.samples.shape == (1, 4, 80, 80)
+
+
+@pytest.mark.parametrize("frames, kw, err, match", [
+    (torch.zeros(2, 16, 16) + 100, {}, ValueError, "frames must have shape"),
+    (torch.zeros(2, 3, 20, 20), {}, ValueError, "frames must have shape"),
+    ([[1.0]], {}, TypeError, "frames"),
+    (torch.full((1, 20, 20), float("nan")), {}, ValueError, "NaN"),
+    (torch.zeros(1, 20, 20) + 100, dict(n_samples=1), ValueError, "n_samples"),
+    (torch.zeros(1, 20, 20) + 100, dict(sampler="euler"), ValueError, "sampler"),
+    (torch.zeros(1, 20, 20) + 100, dict(sampler="ddim", steps=200), ValueError, "steps"),
+    (torch.zeros(1, 20, 20) + 100, dict(sampler="ddim", eta=2.0), ValueError, "eta"),
+])
+def test_uncertainty_map_bad_inputs(frames, kw, err, match):
+    with pytest.raises(err, match=match):
+        uncertainty_map(frames, psi=_psi(), phi=_phi(), progress=False, **kw)
