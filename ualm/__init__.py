@@ -7,7 +7,8 @@ Heavier parts are submodules: `ualm.models` (DeepSTORM), `ualm.train` (training 
 `ualm.detect` (LoG detection, matching, metrics), `ualm.pretrained` (bundled weights),
 `ualm.plotting` and `ualm.widgets` (matplotlib / ipywidgets, imported on demand).
 """
-from .camera import PAPER_CAMERA, Camera, make_generator
+from .camera import PAPER_CAMERA, Camera
+from .defaults import KDE_PIXEL_NM, PIXEL_NM
 from .device import pick_device, pick_profile
 from .fisher import crlb, fisher_information, mortensen_std, param_names
 from .likelihood import nll_poisson, nll_poisson_gaussian
@@ -15,11 +16,9 @@ from .mcmc import MCMCResult, ess, rhat, sample_posterior
 from .mle import FitResult, fit_mle
 from .posterior import kde_moments
 from .psf import expected_frame, expected_frame_jacobian, pixel_integral
+from .seeding import make_generator
 from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
                        kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
-
-PIXEL_NM = 108.0  # camera pixel size (nm), section 4 of the paper
-KDE_PIXEL_NM = PIXEL_NM / 4  # 27 nm
 
 __version__ = "0.1.0"
 __all__ = [

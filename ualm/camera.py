@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
+from .seeding import make_generator  # noqa: F401  (ualm.camera.make_generator, as before)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Camera:
     def sample(self, omega: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw a frame in ADU from expected photon counts ω (..., H, W)."""
         omega = checks.nonnegative(omega, "omega")
-        checks.generator_on(generator, omega.device)
+        checks.generator_on(generator, omega.device, what="omega")
         g, o, v = self.maps(omega)
         shot = torch.poisson(omega, generator=generator)
         read = torch.randn(omega.shape, generator=generator, dtype=omega.dtype, device=omega.device)
@@ -54,12 +55,3 @@ class Camera:
 
 PAPER_CAMERA = Camera()
 
-
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch.Generator on `device`, seeded (fresh entropy when seed is None)."""
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    return gen

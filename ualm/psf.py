@@ -10,6 +10,7 @@ import math
 import torch
 
 from . import checks
+from .defaults import I0, SHAPE, SIGMA_X
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -106,7 +107,7 @@ def _prepare(theta, i0, sigma, background, shape, mask):
     return th, i0, sigma, background, shape
 
 
-def expected_frame(theta, i0=200.0, sigma=0.92, background=0.0, shape=(20, 20), mask=None):
+def expected_frame(theta, i0=I0, sigma=SIGMA_X, background=0.0, shape=SHAPE, mask=None):
     """Expected photon counts ω (..., H, W) for emitters θ (..., N, 2).
 
     i0 (photons per emitter) and sigma (PSF std in pixels) are scalars or (..., N) tensors;
@@ -118,7 +119,7 @@ def expected_frame(theta, i0=200.0, sigma=0.92, background=0.0, shape=(20, 20), 
     return _expected_frame(th, i0, sigma, background, shape)
 
 
-def expected_frame_jacobian(theta, i0=200.0, sigma=0.92, shape=(20, 20)):
+def expected_frame_jacobian(theta, i0=I0, sigma=SIGMA_X, shape=SHAPE):
     """Analytic derivatives of ω with respect to each emitter's x, y and photons.
 
     Returns (d_x, d_y, d_i0), each of shape (..., N, H, W); ∂ω/∂background is 1.

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import checks
-from .camera import PAPER_CAMERA, Camera, make_generator
+from .camera import PAPER_CAMERA, Camera
+from .defaults import COUNT, I0, RADIUS, SHAPE, SIGMA_X, SIGMA_Y, UPSAMPLE
 from .psf import expected_frame, pixel_integral
-
-UPSAMPLE = 4
+from .seeding import DATA, step_generator
 
 
 def kde_centres(n: int, upsample: int = UPSAMPLE, dtype=None, device=None) -> torch.Tensor:
@@ -38,7 +38,7 @@ def kde_peak(sigma_y: float) -> float:
     return float(pixel_integral(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(float(sigma_y))) ** 2)
 
 
-def kde(theta, shape=(20, 20), sigma_y: float = 3.0, upsample: int = UPSAMPLE, mask=None,
+def kde(theta, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = UPSAMPLE, mask=None,
         normalize: str = "peak"):
     """KDE y (..., u·H, u·W) of emitters θ (..., N, 2) given in low-res pixels (eq. 4).
 
@@ -72,7 +72,7 @@ def _counts(batch, count, generator, device):
     return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device), hi
 
 
-def disc_emitters(batch: int, count=10, radius: float = 7.0, centre=None, shape=(20, 20),
+def disc_emitters(batch: int, count=COUNT, radius: float = RADIUS, centre=None, shape=SHAPE,
                   generator=None, device=None, dtype=None):
     """Emitters uniform on a disc (the paper's layout). `count` is an int or an inclusive
     range (lo, hi) drawn per frame. Returns θ (B, N_max, 2) and a bool mask (B, N_max)."""
@@ -90,7 +90,7 @@ def disc_emitters(batch: int, count=10, radius: float = 7.0, centre=None, shape=
     return theta, mask
 
 
-def isolated_emitters(batch: int, shape=(20, 20), jitter: float = 0.5, generator=None,
+def isolated_emitters(batch: int, shape=SHAPE, jitter: float = 0.5, generator=None,
                       device=None, dtype=None):
     """One emitter per frame near the frame centre, uniformly within ±jitter px.
     Returns θ (B, 1, 2) and mask (B, 1)."""
@@ -110,16 +110,16 @@ class SimConfig:
     i0 is a number or a range (lo, hi) drawn uniformly per emitter (for varied SNR).
     """
 
-    shape: tuple = (20, 20)
+    shape: tuple = SHAPE
     upsample: int = UPSAMPLE
-    sigma: float = 0.92
-    i0: float | tuple = 200.0
+    sigma: float = SIGMA_X
+    i0: float | tuple = I0
     background: float = 0.0
     camera: Camera = field(default_factory=lambda: PAPER_CAMERA)
     layout: str = "disc"
-    count: int | tuple = 10
-    radius: float = 7.0
-    sigma_y: float = 3.0
+    count: int | tuple = COUNT
+    radius: float = RADIUS
+    sigma_y: float = SIGMA_Y
     kde_normalize: str = "peak"
 
     def replace(self, **changes) -> "SimConfig":
@@ -131,9 +131,7 @@ def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, 
     """Simulate `batch` frames: x (B, H, W) in ADU, KDE y (B, uH, uW), θ (B, N, 2), mask
     (B, N), per-emitter photons i0 (B, N) and the expected image omega (B, H, W)."""
     device = torch.device(device or (generator.device if generator is not None else "cpu"))
-    if generator is None:
-        generator = make_generator(None, device)
-    checks.generator_on(generator, device)
+    generator = checks.generator(generator, None, device, what="the batch")
     kw = dict(generator=generator, device=device, dtype=dtype)
     if config.layout == "disc":
         theta, mask = disc_emitters(batch, config.count, config.radius, shape=config.shape, **kw)
@@ -158,8 +156,11 @@ def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, 
 class SMLMDataset(torch.utils.data.IterableDataset):
     """Simulates batches on the fly: each item is a dict from `simulate_batch`.
 
-    Reproducible: batch k of worker w is drawn from a generator seeded with (seed, w). Use it
-    with `DataLoader(dataset, batch_size=None)`. n_batches=None gives an endless stream.
+    Batch k is drawn on the CPU from its own generator, seeded by the project's one rule
+    (`ualm.seeding.step_seed(seed, k, rank=0, stream=DATA)`, the seeds `ualm.train.SimSource`
+    uses), so the stream is the same whatever the number of DataLoader workers: with w workers,
+    worker i simulates batches i, i + w, ... and the DataLoader yields them in order. Use it with
+    `DataLoader(dataset, batch_size=None)`. n_batches=None gives an endless stream.
     """
 
     def __init__(self, config: SimConfig = SimConfig(), batch_size: int = 32,
@@ -173,11 +174,14 @@ class SMLMDataset(torch.utils.data.IterableDataset):
             raise TypeError("an endless SMLMDataset has no length")
         return self.n_batches
 
+    def batch(self, k: int) -> dict:
+        """Batch k of the stream."""
+        gen = step_generator(self.seed, k, 0, DATA, "cpu")
+        return simulate_batch(self.batch_size, self.config, generator=gen)
+
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        gen = make_generator(self.seed * 1_000_003 + wid, "cpu")
-        k = wid
+        k, step = (info.id, info.num_workers) if info is not None else (0, 1)
         while self.n_batches is None or k < self.n_batches:
-            yield simulate_batch(self.batch_size, self.config, generator=gen)
-            k += nw
+            yield self.batch(k)
+            k += step

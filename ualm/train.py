@@ -6,9 +6,9 @@ It is built from three pieces, so that the diffusion model reuses it unchanged:
 - a loss function `loss_fn(model, batch) -> scalar tensor`, where `batch` is a dict of tensors
   already on the training device (e.g. the output of `ualm.simulate_batch`);
 - a data source with a method `batch(step, rank, device) -> dict`. `SimSource` simulates frames on
-  the fly: batch `step` of process `rank` is drawn from a generator seeded with (seed, step, rank),
-  so the data stream is a pure function of the step and a resumed run sees exactly the batches an
-  uninterrupted run would have seen.
+  the fly: batch `step` of process `rank` is drawn from a generator seeded with
+  `ualm.seeding.step_seed(seed, step, rank, DATA)`, so the data stream is a pure function of the
+  step and a resumed run sees exactly the batches an uninterrupted run would have seen.
 
 `train` runs AdamW with a linear warm-up and cosine decay, shows a `tqdm` progress bar, evaluates
 the loss on a fixed seeded validation set every `val_every` steps, and writes a checkpoint
@@ -22,9 +22,9 @@ cuda:LOCAL_RANK, gloo on CPU); rank 0 alone writes checkpoints and logs.
 
 Randomness: nothing is seeded globally. `train` runs inside `torch.random.fork_rng`, so the
 caller's global RNG state is the same after it returns, and before every step it seeds the
-(forked) torch RNG from (seed, step, rank): the random numbers used by the model (dropout) are,
-like the data, a pure function of the step and the rank, so a resumed run, on any rank, repeats
-an uninterrupted one without storing RNG states.
+(forked) torch RNG with `step_seed(seed, step, rank, MODEL)`: the model's random numbers
+(dropout) are, like the data, a pure function of the step and the rank, so a resumed run, on
+any rank, repeats an uninterrupted one without storing RNG states.
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .camera import make_generator
+from .seeding import DATA, MODEL, step_generator, step_seed
 from .simulate import SimConfig, simulate_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -51,19 +51,15 @@ RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_fa
                "grad_clip", "seed", "amp")
 
 
-def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
-    """The seed of step `step` on process `rank`: stream 0 for the data, 1 for the model's RNG."""
-    return (((seed * 1_000_003 + step) * 1009 + rank) * 7 + stream * 0x9E3779B1) % (2**63 - 1)
-
-
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, corrupt or from something else."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. lr is the peak learning rate reached after `warmup` steps; it then
-    decays along a cosine to lr * min_lr_factor at `steps`."""
+    """Optimisation settings (frozen: change them with `replace`). lr is the peak learning rate
+    reached after `warmup` steps; it then decays along a cosine to lr * min_lr_factor at
+    `steps`."""
 
     steps: int = 1000
     batch_size: int = 16
@@ -80,12 +76,19 @@ class TrainConfig:
     amp: bool = True  # only used on CUDA
 
     def replace(self, **kw) -> "TrainConfig":
-        return TrainConfig(**{**asdict(self), **kw})
+        return replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The config from a dict such as `to_dict()` or a checkpoint's "config"; unknown keys
+        raise a ValueError naming them."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**d)
 
 
 class SimSource:
@@ -104,7 +107,7 @@ class SimSource:
         (seed, step, rank). The stream is reproducible per device kind (CPU and CUDA
         generators draw different numbers)."""
         device = torch.device(device)
-        gen = make_generator(((self.seed * 1_000_003 + step) * 1009 + rank) % (2**63 - 1), device)
+        gen = step_generator(self.seed, step, rank, DATA, device)
         b = simulate_batch(self.batch_size, self.config, generator=gen, device=device,
                            dtype=torch.float32)
         return self.transform(b) if self.transform is not None else b
@@ -336,7 +339,7 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
                 checkpoint()
                 break
             batch = data.batch(step, rank, device)
-            _seed_step(step_seed(config.seed, step, rank, stream=1), device)  # dropout etc.
+            _seed_step(step_seed(config.seed, step, rank, MODEL), device)  # dropout etc.
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = loss_fn(net, batch)
             if not torch.isfinite(loss):
