@@ -1,4 +1,5 @@
-"""Metropolis–Hastings posteriors (ualm.mcmc) and the KDE posterior moments (ualm.posterior).
+"""Metropolis–Hastings posteriors (ualm.mcmc, ualm.likelihood.EmitterLikelihood), chain
+diagnostics (ualm.diagnostics) and the KDE posterior moments (ualm.posterior).
 
 The physics tests follow issue 3: on isolated emitters (i0 = 200, the paper's camera) the β = 1
 posterior std of x and y matches the CRLB within 10 %, β = 0.2 inflates the variance 4–6×, and
@@ -13,7 +14,7 @@ import torch
 from scipy.signal import lfilter
 
 import ualm
-from ualm import mcmc, posterior
+from ualm import diagnostics, likelihood, mcmc, posterior
 
 F64 = torch.float64
 
@@ -98,8 +99,9 @@ def _frames(n, seed, **cfg):
 def test_likelihood_equals_nll_poisson(params, n_emitters):
     sim = _frames(3, 0, background=1.5)
     fixed_bg = 0.0 if "background" in params else 1.5  # a sampled background is the whole one
-    like = mcmc.EmitterLikelihood(sim["x"], ualm.PAPER_CAMERA, n_emitters, params,
-                                  i0=torch.tensor([150.0, 200.0, 250.0], dtype=F64), background=fixed_bg)
+    like = likelihood.EmitterLikelihood(sim["x"], ualm.PAPER_CAMERA, n_emitters, params,
+                                        i0=torch.tensor([150.0, 200.0, 250.0], dtype=F64),
+                                        background=fixed_bg)
     g = torch.Generator().manual_seed(0)
     theta = sim["theta"][:, None, :1] + torch.randn(3, 5, n_emitters, 2, generator=g, dtype=F64)
     i0 = 150 + 100 * torch.rand(3, 5, n_emitters, generator=g, dtype=F64)
@@ -188,39 +190,13 @@ def test_sampled_background_is_the_whole_background():
     with pytest.raises(ValueError, match="fixed background must be 0"):
         mcmc.sample_posterior(sim["x"], params=all4, background=3.0, n_iter=50, burn_in=10)
     with pytest.raises(ValueError, match="fixed background must be 0"):
-        mcmc.EmitterLikelihood(sim["x"], params=all4, background=torch.full((20, 20), 0.5))
+        likelihood.EmitterLikelihood(sim["x"], params=all4, background=torch.full((20, 20), 0.5))
     res = mcmc.sample_posterior(sim["x"], params=all4, n_chains=4, n_iter=1500, burn_in=500, seed=3)
     bg = res.param("background")
     assert float(bg.min()) >= 0.0
     post_mean = bg.mean((-2, -1))
     assert ((post_mean - 1.0).abs() < 0.5).all(), post_mean
     assert (post_mean < 2.0).all()  # nowhere near the truncation at 3 of the old behaviour
-
-
-def test_generator_must_be_on_the_same_device():
-    x = _frames(1, 0)["x"]
-    with pytest.raises(ValueError, match="generator is on cuda:0 but x is on cpu"):
-        mcmc._generator(_FakeGen("cuda:0"), None, x.device, "x")
-    # Same type, different index: refused too (cuda:1 is not cuda:0).
-    with pytest.raises(ValueError, match="generator is on cuda:1 but init is on cuda:0"):
-        mcmc._generator(_FakeGen("cuda:1"), None, torch.device("cuda:0"), "init")
-    assert mcmc._generator(None, 3, x.device, "x").initial_seed() == 3
-
-
-class _FakeGen(torch.Generator):
-    """A CPU generator that reports another device, to test the check without GPUs."""
-
-    def __new__(cls, device):
-        gen = super().__new__(cls)
-        gen._dev = torch.device(device)
-        return gen
-
-    def __init__(self, device):
-        super().__init__()
-
-    @property
-    def device(self):
-        return self._dev
 
 
 def test_gaussian_prior_shrinks_posterior():
@@ -272,10 +248,10 @@ def _ar1(rho, chains, n, seed):
 
 def test_diagnostics_on_iid_chains():
     s = torch.randn(8, 4000, generator=torch.Generator().manual_seed(0), dtype=F64)
-    assert abs(float(mcmc.rhat(s)) - 1) < 0.005
-    assert abs(float(mcmc.rhat(s, rank_normalize=False)) - 1) < 0.005
+    assert abs(float(diagnostics.rhat(s)) - 1) < 0.005
+    assert abs(float(diagnostics.rhat(s, rank_normalize=False)) - 1) < 0.005
     for rn in (True, False):
-        assert abs(float(mcmc.ess(s, rn)) / s.numel() - 1) < 0.1
+        assert abs(float(diagnostics.ess(s, rn)) / s.numel() - 1) < 0.1
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.9])
@@ -283,8 +259,8 @@ def test_ess_of_ar1_matches_closed_form(rho):
     s = _ar1(rho, 8, 10_000, seed=int(rho * 10))
     expect = s.numel() * (1 - rho) / (1 + rho)
     for rn in (True, False):
-        assert abs(float(mcmc.ess(s, rn)) / expect - 1) < 0.15
-    acf = mcmc.autocorrelation(s)
+        assert abs(float(diagnostics.ess(s, rn)) / expect - 1) < 0.15
+    acf = diagnostics.autocorrelation(s)
     assert abs(float(acf[:, 1].mean()) - rho) < 0.02
     assert abs(float(acf[:, 2].mean()) - rho**2) < 0.03
 
@@ -293,14 +269,14 @@ def test_rhat_flags_disagreeing_and_drifting_chains():
     g = torch.Generator().manual_seed(1)
     s = torch.randn(4, 2000, generator=g, dtype=F64)
     s[0] += 1.0  # one chain elsewhere
-    assert float(mcmc.rhat(s)) > 1.1
+    assert float(diagnostics.rhat(s)) > 1.1
     drift = torch.randn(4, 2000, generator=g, dtype=F64) + torch.linspace(0, 3, 2000, dtype=F64)
-    assert float(mcmc.rhat(drift)) > 1.1  # only split chains see a drift shared by all chains
+    assert float(diagnostics.rhat(drift)) > 1.1  # only split chains see a drift shared by all chains
     wide = torch.randn(4, 2000, generator=g, dtype=F64)
     wide[0] *= 3.0  # same centre, different spread: the tail R-hat catches it
-    assert float(mcmc.rhat(wide)) > 1.05
+    assert float(diagnostics.rhat(wide)) > 1.05
     # Ties (rejections repeat draws) get average ranks.
-    z = mcmc.rank_normalize(torch.tensor([[0.0, 1.0, 1.0, 2.0]], dtype=F64))
+    z = diagnostics.rank_normalize(torch.tensor([[0.0, 1.0, 1.0, 2.0]], dtype=F64))
     assert z[0, 1] == z[0, 2] and z[0, 0] == -z[0, 3]
 
 
@@ -379,9 +355,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="init must have shape"):
         mcmc.rwmh(lambda p: p.sum(-1), torch.zeros(2), n_iter=10, burn_in=0)
     with pytest.raises(ValueError, match="at least 4 draws"):
-        mcmc.rhat(torch.zeros(2, 3))
+        diagnostics.rhat(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="chains, draws"):
-        mcmc.ess(torch.zeros(5))
+        diagnostics.ess(torch.zeros(5))
     with pytest.raises(ValueError, match="samples"):
         posterior.kde_moments(torch.zeros(10, 3))
     with pytest.raises(ValueError, match="method"):

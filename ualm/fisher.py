@@ -11,25 +11,9 @@ import math
 import torch
 
 from .camera import Camera
+from .defaults import I0, SHAPE, SIGMA_X
+from .likelihood import PARAMS, check_params, param_names  # noqa: F401  (ualm.fisher.param_names)
 from .psf import _expected_frame, _prepare, expected_frame_jacobian
-
-PARAMS = ("x", "y", "photons", "background")
-
-
-def _check_params(params):
-    params = tuple(params)
-    bad = [p for p in params if p not in PARAMS]
-    if bad or "x" not in params or "y" not in params:
-        raise ValueError(f"params must contain 'x' and 'y' and be taken from {PARAMS}, got {params}")
-    return params
-
-
-def param_names(n_emitters: int, params=("x", "y")) -> list[str]:
-    """Names of the rows of the Fisher matrix, e.g. ['x0', 'y0', 'photons0', 'background']."""
-    params = _check_params(params)
-    per = [p for p in ("x", "y", "photons") if p in params]
-    names = [f"{p}{n}" for n in range(n_emitters) for p in per]
-    return names + (["background"] if "background" in params else [])
 
 
 def _jacobian_analytic(theta, i0, sigma, shape, params):
@@ -71,15 +55,15 @@ def _jacobian_autograd(theta, i0, sigma, background, shape, params):
     return jac.reshape(*batch, *jac.shape[-2:])
 
 
-def fisher_information(theta, i0=200.0, sigma=0.92, background=0.0, camera: Camera = Camera(),
-                       shape=(20, 20), params=("x", "y"), method: str = "analytic") -> torch.Tensor:
+def fisher_information(theta, i0=I0, sigma=SIGMA_X, background=0.0, camera: Camera = Camera(),
+                       shape=SHAPE, params=("x", "y"), method: str = "analytic") -> torch.Tensor:
     """Fisher information matrix (..., P, P) for emitters θ (..., N, 2) under the Poisson
     approximation: I = Σ_k ∂ω_k ∂ω_kᵀ / (ω_k + w²/g²), with ω in photons.
 
     method="analytic" uses the closed-form PSF derivatives, method="autograd" differentiates
     the expected image with torch.func; the two agree to rounding.
     """
-    params = _check_params(params)
+    params = check_params(params)
     if method not in ("analytic", "autograd"):
         raise ValueError(f"method must be 'analytic' or 'autograd', got {method!r}")
     th, a, s, bg, shape = _prepare(theta, i0, sigma, background, shape, None)
@@ -95,15 +79,15 @@ def fisher_information(theta, i0=200.0, sigma=0.92, background=0.0, camera: Came
     return torch.einsum("...kp,...k,...kq->...pq", jac, 1.0 / rate, jac)
 
 
-def crlb(theta, i0=200.0, sigma=0.92, background=0.0, camera: Camera = Camera(),
-         shape=(20, 20), params=("x", "y"), method: str = "analytic") -> torch.Tensor:
+def crlb(theta, i0=I0, sigma=SIGMA_X, background=0.0, camera: Camera = Camera(),
+         shape=SHAPE, params=("x", "y"), method: str = "analytic") -> torch.Tensor:
     """Cramér–Rao lower bound on the standard deviation of each parameter, (..., P):
     sqrt(diag(I⁻¹)), in the parameters' own units (pixels for x and y)."""
     info = fisher_information(theta, i0, sigma, background, camera, shape, params, method)
     return torch.sqrt(torch.diagonal(torch.linalg.inv(info), dim1=-2, dim2=-1))
 
 
-def mortensen_std(photons, background, sigma=0.92, pixel: float = 1.0, exact: bool = False):
+def mortensen_std(photons, background, sigma=SIGMA_X, pixel: float = 1.0, exact: bool = False):
     """Mortensen et al. (2010) MLE localization std (per axis), no read noise. Closed form:
     var = σa²/N · (1 + 4τ + sqrt(2τ/(1 + 4τ))), σa² = σ² + a²/12, τ = 2πσa²b/(N a²); with
     exact=True his integral form var = σa²/N / (1 + ∫₀¹ ln t / (1 + t/τ) dt) instead.

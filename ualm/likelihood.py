@@ -1,10 +1,14 @@
-"""Negative log-likelihoods of a frame x (ADU) given expected photons ω.
+"""Likelihoods of a frame x (ADU).
 
 - `nll_poisson`: the Poisson approximation (eq. 13) on n = (x - o)/g + w²/g²,
   which is treated as Poisson(ω + w²/g²) (Huang et al. 2013).
 - `nll_poisson_gaussian`: the exact convolution of eq. 1, a sum over photon counts q of
   Poisson(q; ω)·N(x; g q + o, w²), evaluated with a streamed log-sum-exp.
-Both return the sum over the last two (pixel) axes, shape (...).
+  Both take expected photons ω and return the sum over the last two (pixel) axes, shape (...).
+- `EmitterLikelihood`: log p(x | θ) of eq. 13 as a fast batched function of emitter parameter
+  vectors (x, y per emitter, optionally photons and a shared background; see `param_names`),
+  the target of `ualm.mcmc.sample_posterior`.
+- `pixel_densities`, `approximation_quality`: how good the Poisson approximation is per pixel.
 """
 from __future__ import annotations
 
@@ -13,9 +17,31 @@ import math
 import torch
 
 from . import checks
-from .camera import Camera
+from .camera import PAPER_CAMERA, Camera
+from .defaults import I0, SIGMA_X
+from .psf import edge_integrals
 
 _LOG_2PI = math.log(2 * math.pi)
+PARAMS = ("x", "y", "photons", "background")
+
+
+def check_params(params) -> tuple:
+    """The parameter kinds to estimate or sample: 'x' and 'y', optionally 'photons' (per
+    emitter) and 'background' (one, shared)."""
+    params = tuple(params)
+    bad = [p for p in params if p not in PARAMS]
+    if bad or "x" not in params or "y" not in params:
+        raise ValueError(f"params must contain 'x' and 'y' and be taken from {PARAMS}, got {params}")
+    return params
+
+
+def param_names(n_emitters: int, params=("x", "y")) -> list[str]:
+    """Names of the parameter vector (and of the Fisher matrix's rows), emitter by emitter,
+    then one shared background, e.g. ['x0', 'y0', 'photons0', 'background']."""
+    params = check_params(params)
+    per = [p for p in ("x", "y", "photons") if p in params]
+    names = [f"{p}{n}" for n in range(n_emitters) for p in per]
+    return names + (["background"] if "background" in params else [])
 
 
 def _check_pair(x, omega):
@@ -84,6 +110,174 @@ def nll_poisson_gaussian(x, omega, camera: Camera = Camera(), chunk: int = 64,
     pmf = torch.where(n < 0, torch.full_like(n, -math.inf), pmf)
     log_p = torch.where(gaussian, log_p, pmf)
     return -log_p.sum(dim=(-2, -1))
+
+
+class EmitterLikelihood:
+    """log p(x | θ) under the Poisson approximation (eq. 13) for frames x (B, H, W) in ADU, as a
+    batched function of parameter vectors (B, C, P).
+
+    Parameters per emitter: x, y (px) and, if "photons" is in `params`, its photon count; then
+    one shared "background" (photons/pixel) if asked for. What is not sampled is fixed at
+    `i0` (scalar, (B,) or (B, N)), `background` (scalar, (B,) or an (H, W)/(B, H, W) map) and
+    `sigma` (PSF std in px, scalar or (B,)). A sampled background is the whole background,
+    not an excess over a fixed one: with "background" in `params`, `background` must stay 0
+    (ValueError otherwise), so that the support "background ≥ 0" is the physical one. The
+    value equals ``-nll_poisson(x, ω(θ), camera)`` exactly (constants included); it is
+    evaluated without input checks for speed. The support (where the flat prior lives) is the
+    frame, x in [-½, W-½], y in [-½, H-½], photons > 0 and background ≥ 0; outside it the
+    log-likelihood is -inf.
+    """
+
+    def __init__(self, x, camera: Camera = PAPER_CAMERA, n_emitters: int = 1,
+                 params=("x", "y"), i0=I0, sigma=SIGMA_X, background=0.0, dtype=None):
+        x = checks.as_tensor(x, "x", dtype=dtype)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise ValueError(f"x must be a frame (H, W) or frames (B, H, W), got {tuple(x.shape)}")
+        if not isinstance(camera, Camera):
+            raise TypeError(f"camera must be a ualm.Camera, got {type(camera).__name__}")
+        self.n_emitters = checks.as_int(n_emitters, "n_emitters", 1)
+        params = check_params(params)
+        if len(set(params)) != len(params):
+            raise ValueError(f"params must contain 'x' and 'y' and be taken from {PARAMS} once "
+                             f"each, got {params}")
+        self.params = tuple(q for q in PARAMS if q in params)
+        self.names = param_names(self.n_emitters, self.params)
+        self.sample_photons = "photons" in self.params
+        self.sample_background = "background" in self.params
+        b, h, w = x.shape
+        self.shape = (h, w)
+        kw = dict(dtype=x.dtype, device=x.device)
+        self.x = x
+        self.camera = camera
+        n = camera.to_photons(x).clamp(min=0.0)
+        self.n_flat = n.reshape(b, h * w, 1)
+        self.excess = torch.broadcast_to(camera.excess(x), (h, w))
+        self.log_const = -torch.lgamma(n + 1.0).sum((-2, -1))  # (B,)
+        nn = self.n_emitters
+        try:
+            self.i0 = torch.broadcast_to(_per_frame(checks.positive(i0, "i0", **kw), b, 1), (b, nn))
+        except RuntimeError as err:
+            raise ValueError(f"i0 must be a number, (B,) or (B, N) = ({b}, {nn})") from err
+        sig = _per_frame(checks.positive(sigma, "sigma", **kw), b, 0)
+        self.sigma = torch.broadcast_to(sig, (b,))[:, None, None, None]  # (B, 1, 1, 1)
+        bg = checks.nonnegative(background, "background", **kw)
+        if self.sample_background and bool((bg != 0).any()):
+            raise ValueError("background is sampled (\"background\" in params), so the sampled "
+                             "value is the whole background; the fixed background must be 0, "
+                             f"got {float(bg.max()):g} (drop it, or drop \"background\" from params)")
+        if bg.ndim >= 2:
+            if tuple(bg.shape[-2:]) != (h, w) or bg.ndim > 3:
+                raise ValueError(f"background map must be (H, W) or (B, H, W), got {tuple(bg.shape)}")
+            bg = torch.broadcast_to(bg, (b, h, w))
+        else:
+            bg = torch.broadcast_to(_per_frame(bg, b, 0), (b,))[:, None, None]
+        self.background = bg  # (B, 1, 1) or (B, H, W), photons/pixel
+        self.rate0 = (self.background + self.excess)[:, None]  # (B, 1, H|1, W|1)
+        self.rate0_sum = torch.broadcast_to(self.rate0, (b, 1, h, w)).sum((-3, -2, -1))  # (B,)
+        # Rates can reach 0 (log 0) only without read noise and background.
+        self.clamp = bool((self.rate0 <= 0).any())
+        self._extent = torch.tensor([w, h], **kw)  # x + ½ ∈ [0, W], y + ½ ∈ [0, H]
+        # Pixel edges along x (row 0) and y (row 1), padded to the longer side.
+        self.edges = (torch.arange(max(h, w) + 1, **kw) - 0.5).expand(2, -1).contiguous()
+        self.tiny = torch.finfo(x.dtype).tiny
+        per = 2 + self.sample_photons
+        self._ix = [k * per for k in range(nn)]
+        self._iy = [k * per + 1 for k in range(nn)]
+        self._ii = [k * per + 2 for k in range(nn)] if self.sample_photons else []
+        self._ib = nn * per if self.sample_background else None
+        self.dim = len(self.names)
+
+    @property
+    def n_frames(self) -> int:
+        return self.x.shape[0]
+
+    def unpack(self, p):
+        """θ (B, C, N, 2), photons (B, C, N), background (B, C, 1, 1) or None (fixed); views
+        into p where possible."""
+        per = 2 + self.sample_photons
+        em = p[..., : per * self.n_emitters].unflatten(-1, (self.n_emitters, per))
+        theta = em[..., :2]
+        i0 = em[..., 2] if self.sample_photons else self.i0[:, None, :].expand(
+            p.shape[0], p.shape[1], -1)
+        bg = p[..., self._ib, None, None] if self.sample_background else None
+        return theta, i0, bg
+
+    def _support(self, theta, i0, bg):
+        u = theta + 0.5
+        ok = ((u >= 0) & (u <= self._extent)).flatten(-2).all(-1)
+        if self.sample_photons:
+            ok = ok & (i0 > 0).all(-1)
+        if bg is not None:
+            ok = ok & (bg[..., 0, 0] >= 0)
+        return ok
+
+    def _profiles(self, p):
+        """θ (B, C, N, 2), per-emitter 1-D pixel integrals ex (B, C, N, W) and i0·ey
+        (B, C, N, H), the photons i0 (B, C, N) and a sampled background (B, C, 1, 1) or None."""
+        theta, i0, bg = self.unpack(p)
+        h, w = self.shape
+        # Both axes in one go: edges (2, L) against θ (B, C, N, 2, 1).
+        prof = edge_integrals(self.edges, theta[..., None], self.sigma[..., None])
+        ex = prof[..., 0, :w]
+        ey = prof[..., 1, :h] * i0[..., None]
+        return theta, ex, ey, i0, bg
+
+    def _rate(self, ex, ey, bg, out=None):
+        if self.n_emitters == 1:
+            rate = torch.mul(ey[..., 0, :, None], ex[..., 0, None, :], out=out)
+        else:
+            rate = torch.matmul(ey.transpose(-1, -2), ex, out=out)
+        rate.add_(self.rate0)
+        if bg is not None:
+            rate.add_(bg)
+        return rate
+
+    def _workspace(self, shape, like):
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def __call__(self, p) -> torch.Tensor:
+        """log p(x | θ) = Σ_k n_k log ω'_k − ω'_k − log n_k! for parameters p (B, C, P); -inf
+        outside the support."""
+        h, w = self.shape
+        theta, ex, ey, i0, bg = self._profiles(p)
+        # Σ_k ω'_k is separable: Σ_n (Σ_w ex)(Σ_h i0·ey) + Σ (background + w²/g²).
+        total = (ex.sum(-1) * ey.sum(-1)).sum(-1) + self.rate0_sum[:, None]
+        if bg is not None:
+            total = total + (h * w) * bg[..., 0, 0]
+        # One reused work buffer: fresh (B, C, H, W) temporaries cost page faults on CPU.
+        rate = self._rate(ex, ey, bg, out=self._workspace(p.shape[:-1] + (h, w), p))
+        if self.clamp:
+            rate.clamp_min_(self.tiny)
+        logs = rate.log_().flatten(-2)  # (B, C, H·W), in place
+        ll = (logs @ self.n_flat)[..., 0] - total + self.log_const[:, None]
+        return torch.where(self._support(theta, i0, bg), ll, -math.inf)
+
+    def into_support(self, p: torch.Tensor) -> torch.Tensor:
+        """A copy of parameters p (..., P) moved onto the support: positions clamped to the
+        frame, photons and background made positive."""
+        h, w = self.shape
+        p = p.clone()
+        p[..., self._ix] = p[..., self._ix].clamp(-0.5, w - 0.5)
+        p[..., self._iy] = p[..., self._iy].clamp(-0.5, h - 0.5)
+        if self.sample_photons:
+            p[..., self._ii] = p[..., self._ii].abs().clamp(min=1e-3)
+        if self.sample_background:
+            p[..., self._ib] = p[..., self._ib].abs()
+        return p
+
+
+def _per_frame(t: torch.Tensor, b: int, extra: int) -> torch.Tensor:
+    """Scalar -> as is; a (B,) vector -> shaped to broadcast against (B, <extra dims>)."""
+    if t.ndim == 0:
+        return t
+    if t.shape[0] != b:
+        raise ValueError(f"per-frame values must have B = {b} entries, got shape {tuple(t.shape)}")
+    return t.reshape(b, *t.shape[1:], *([1] * max(0, extra - (t.ndim - 1))))
 
 
 def pixel_densities(omega: float, s2: float):

@@ -7,9 +7,11 @@ reach 50 % acceptance; that samples p(x | θ)^β p(θ), whose variance is about 
 posterior's (design notes, "Known flaws" 1). Use β = 1 and a tuned proposal (`adapt=True`).
 
 - `rwmh`: the generic sampler for any batched log density; `sample_posterior`: the emitter
-  posterior (x, y per emitter, optionally photons and a shared background) of camera frames.
-- `rhat`, `ess`, `autocorrelation`: diagnostics after Vehtari et al. (2021): split chains,
-  rank normalisation, Geyer's initial monotone sequence.
+  posterior (x, y per emitter, optionally photons and a shared background) of camera frames,
+  with the likelihood `ualm.likelihood.EmitterLikelihood`.
+- `MCMCResult` (module `ualm.mcmc_result`): the kept draws and their summaries; the
+  diagnostics `rhat`, `ess`, `autocorrelation` (module `ualm.diagnostics`). Both importable
+  from here.
 
 Shapes: a run over frames (B, H, W) with C chains keeps samples (B, C, D, P) (draws D,
 parameters P); a single frame (H, W) gives (C, D, P). All arithmetic stays on the device of the
@@ -18,19 +20,22 @@ input; randomness comes from a `torch.Generator` on that device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from . import checks
-from .camera import PAPER_CAMERA, Camera, make_generator
-from .fisher import fisher_information, param_names
-from .psf import edge_integrals
+from .camera import PAPER_CAMERA, Camera
+from .defaults import I0, SIGMA_X
+from .diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains  # noqa: F401
+from .fisher import fisher_information
+from .likelihood import PARAMS as EMITTER_PARAMS  # noqa: F401
+from .likelihood import EmitterLikelihood
+from .mcmc_result import MCMCResult
+from .mle import fit_mle
 
 PAPER_PROPOSAL_VAR = 0.05  # σ² of the paper's random-walk proposal (px²)
 PAPER_BETA = 0.2
-EMITTER_PARAMS = ("x", "y", "photons", "background")
 # Near-optimal acceptance rates of random-walk Metropolis on Gaussian targets by dimension
 # (Gelman, Roberts & Gilks 1996): 0.44 in 1-D falling towards 0.234.
 _TARGET_ACCEPT = {1: 0.44, 2: 0.35, 3: 0.31, 4: 0.28}
@@ -42,156 +47,8 @@ def default_target_accept(dim: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MCMCResult:
-    """Draws after burn-in and what is needed to judge them.
-
-    samples (..., chains, draws, params); names of the params (e.g. ['x0', 'y0']);
-    acceptance (..., chains): acceptance rate after burn-in; burn_in_acceptance likewise during
-    burn-in; log_prob (..., chains, draws): the log target β·log p(x|θ) + log p(θ) of each draw;
-    proposal_cov (..., P, P): the proposal covariance used after burn-in (fixed or tuned);
-    beta: the tempering, a float or one value per frame.
-    Leading dims (...) are the frames of a batched run, absent for a single frame.
-    """
-
-    samples: torch.Tensor
-    names: list
-    acceptance: torch.Tensor
-    burn_in_acceptance: torch.Tensor
-    log_prob: torch.Tensor
-    proposal_cov: torch.Tensor
-    beta: float | torch.Tensor = 1.0
-    n_iter: int = 0
-    burn_in: int = 0
-    thin: int = 1
-    info: dict = field(default_factory=dict)
-
-    @property
-    def n_chains(self) -> int:
-        return self.samples.shape[-3]
-
-    @property
-    def n_draws(self) -> int:
-        return self.samples.shape[-2]
-
-    def index(self, name: str) -> int:
-        if name not in self.names:
-            raise ValueError(f"name must be one of {self.names}, got {name!r}")
-        return self.names.index(name)
-
-    def param(self, name: str) -> torch.Tensor:
-        """Draws of one parameter, (..., chains, draws)."""
-        return self.samples[..., self.index(name)]
-
-    def flat(self) -> torch.Tensor:
-        """All chains pooled: (..., chains·draws, params)."""
-        return self.samples.flatten(-3, -2)
-
-    def mean(self) -> torch.Tensor:
-        """Posterior mean of each parameter, (..., P), pooled over chains and draws."""
-        return self.flat().mean(-2)
-
-    def var(self) -> torch.Tensor:
-        """Posterior variance of each parameter, (..., P)."""
-        return self.flat().var(-2)
-
-    def std(self) -> torch.Tensor:
-        return self.var().sqrt()
-
-    def cov(self) -> torch.Tensor:
-        """Posterior covariance (..., P, P)."""
-        f = self.flat()
-        d = f - f.mean(-2, keepdim=True)
-        return d.transpose(-1, -2) @ d / (f.shape[-2] - 1)
-
-    def rhat(self, rank_normalize: bool = True) -> torch.Tensor:
-        """Split R-hat per parameter, (..., P); see `rhat`."""
-        return rhat(self.samples.movedim(-1, 0), rank_normalize).movedim(0, -1)
-
-    def ess(self, rank_normalize: bool = True) -> torch.Tensor:
-        """Effective sample size per parameter (all chains together), (..., P); see `ess`."""
-        return ess(self.samples.movedim(-1, 0), rank_normalize).movedim(0, -1)
-
-    def positions(self) -> torch.Tensor:
-        """Emitter positions of every draw, (..., chains·draws, N, 2), for KDEs (eq. 5)."""
-        n = sum(1 for nm in self.names if nm.startswith("x") and nm[1:].isdigit())
-        if n == 0:
-            raise ValueError("these samples hold no emitter positions (names x0, y0, ...)")
-        idx = [self.index(f"{a}{k}") for k in range(n) for a in ("x", "y")]
-        flat = self.flat()[..., idx]
-        return flat.reshape(*flat.shape[:-1], n, 2)
-
-    def summary(self) -> str:
-        """A small table: mean, std, R-hat, bulk ESS per parameter and the acceptance rate.
-        For a batched run each number is the average over frames (R-hat: the largest)."""
-        lead = self.samples.ndim - 3
-        dims = tuple(range(lead))
-
-        def avg(t):
-            return t.float().mean(dims) if lead else t
-
-        mean, std, ess_ = avg(self.mean()), avg(self.std()), avg(self.ess())
-        rh = self.rhat().amax(dims) if lead else self.rhat()
-        rows = [f"{'param':>10} {'mean':>10} {'std':>10} {'R-hat':>7} {'ESS':>8}"]
-        for i, nm in enumerate(self.names):
-            rows.append(f"{nm:>10} {float(mean[i]):10.4f} {float(std[i]):10.4f} "
-                        f"{float(rh[i]):7.4f} {float(ess_[i]):8.0f}")
-        rows.append(f"acceptance {float(self.acceptance.float().mean()):.3f} "
-                    f"(beta={_beta_str(self.beta)}, {self.n_chains} chains x {self.n_draws} draws"
-                    + (f", {math.prod(self.samples.shape[:lead])} frames)" if lead else ")"))
-        return "\n".join(rows)
-
-    def __repr__(self) -> str:
-        return (f"MCMCResult(samples={tuple(self.samples.shape)}, names={self.names}, "
-                f"acceptance={float(self.acceptance.float().mean()):.3f}, beta={_beta_str(self.beta)})")
-
-
-def _beta_str(beta) -> str:
-    if isinstance(beta, torch.Tensor):
-        return "per frame" if beta.numel() > 1 else f"{float(beta):g}"
-    return f"{beta:g}"
-
-
-# --------------------------------------------------------------------------------------------
 # Generic batched random-walk Metropolis–Hastings
 # --------------------------------------------------------------------------------------------
-
-
-def _as_int(value, name, lo):
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if float(value) != int(value):
-                raise ValueError
-            value = int(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be an int, got {value!r}") from None
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
-def _full_device(device) -> torch.device:
-    """The device with its index: "cuda" -> "cuda:<current>" (a tensor's device always has one)."""
-    device = torch.device(device)
-    if device.index is None and device.type == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def _generator(generator, seed, device, what: str) -> torch.Generator:
-    """The generator to draw from: `generator`, checked to be a torch.Generator on `device`
-    itself (cuda:1 is not cuda:0), else a fresh one on `device` seeded with `seed`."""
-    if generator is None:
-        return make_generator(seed, device)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if _full_device(generator.device) != _full_device(device):
-        raise ValueError(f"generator is on {generator.device} but {what} is on {device}")
-    return generator
 
 
 def _proposal_cov(proposal, batch, p, dtype, device):
@@ -263,9 +120,9 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
     init = checks.as_tensor(init, "init")
     if init.ndim < 2:
         raise ValueError(f"init must have shape (..., chains, params), got {tuple(init.shape)}")
-    n_iter = _as_int(n_iter, "n_iter", 1)
-    burn_in = _as_int(burn_in, "burn_in", 0)
-    thin = _as_int(thin, "thin", 1)
+    n_iter = checks.as_int(n_iter, "n_iter", 1)
+    burn_in = checks.as_int(burn_in, "burn_in", 0)
+    thin = checks.as_int(thin, "thin", 1)
     if burn_in >= n_iter:
         raise ValueError(f"burn_in ({burn_in}) must be smaller than n_iter ({n_iter})")
     n_keep = (n_iter - burn_in) // thin
@@ -274,7 +131,7 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
                          f"burn_in={burn_in}, thin={thin}")
     device, dtype = init.device, init.dtype
     batch, (c, p) = init.shape[:-2], init.shape[-2:]
-    generator = _generator(generator, seed, device, "init")
+    generator = checks.generator(generator, seed, device, "init")
     if target_accept is None:
         target_accept = default_target_accept(p)
     if not 0.0 < float(target_accept) < 1.0:
@@ -286,7 +143,7 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
     cov = _proposal_cov(proposal, batch, p, dtype, device)
     if num_threads is None:
         num_threads = 1 if math.prod(batch) * c < 4096 else torch.get_num_threads()
-    num_threads = _as_int(num_threads, "num_threads", 1)
+    num_threads = checks.as_int(num_threads, "num_threads", 1)
     old_threads = torch.get_num_threads()
     if device.type == "cpu" and num_threads != old_threads:
         torch.set_num_threads(num_threads)
@@ -396,179 +253,8 @@ def _rwmh_loop(log_prob, init, cov, n_iter, burn_in, thin, n_keep, adapt, target
 # The emitter posterior
 # --------------------------------------------------------------------------------------------
 
-
-class EmitterLikelihood:
-    """log p(x | θ) under the Poisson approximation (eq. 13) for frames x (B, H, W) in ADU, as a
-    batched function of parameter vectors (B, C, P).
-
-    Parameters per emitter: x, y (px) and, if "photons" is in `params`, its photon count; then
-    one shared "background" (photons/pixel) if asked for. What is not sampled is fixed at
-    `i0` (scalar, (B,) or (B, N)), `background` (scalar, (B,) or an (H, W)/(B, H, W) map) and
-    `sigma` (PSF std in px, scalar or (B,)). A sampled background is the whole background,
-    not an excess over a fixed one: with "background" in `params`, `background` must stay 0
-    (ValueError otherwise), so that the support "background ≥ 0" is the physical one. The
-    value equals ``-nll_poisson(x, ω(θ), camera)`` exactly (constants included); it is evaluated without input checks for speed. The support
-    (where the flat prior lives) is the frame, x in [-½, W-½], y in [-½, H-½], photons > 0 and
-    background ≥ 0; outside it the log-likelihood is -inf.
-    """
-
-    def __init__(self, x, camera: Camera = PAPER_CAMERA, n_emitters: int = 1,
-                 params=("x", "y"), i0=200.0, sigma=0.92, background=0.0, dtype=None):
-        x = checks.as_tensor(x, "x", dtype=dtype)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3:
-            raise ValueError(f"x must be a frame (H, W) or frames (B, H, W), got {tuple(x.shape)}")
-        if not isinstance(camera, Camera):
-            raise TypeError(f"camera must be a ualm.Camera, got {type(camera).__name__}")
-        self.n_emitters = _as_int(n_emitters, "n_emitters", 1)
-        params = tuple(params)
-        bad = [q for q in params if q not in EMITTER_PARAMS]
-        if bad or "x" not in params or "y" not in params or len(set(params)) != len(params):
-            raise ValueError(f"params must contain 'x' and 'y' and be taken from {EMITTER_PARAMS}, "
-                             f"got {params}")
-        self.params = tuple(q for q in EMITTER_PARAMS if q in params)
-        self.names = param_names(self.n_emitters, self.params)
-        self.sample_photons = "photons" in self.params
-        self.sample_background = "background" in self.params
-        b, h, w = x.shape
-        self.shape = (h, w)
-        kw = dict(dtype=x.dtype, device=x.device)
-        self.x = x
-        self.camera = camera
-        n = camera.to_photons(x).clamp(min=0.0)
-        self.n_flat = n.reshape(b, h * w, 1)
-        self.excess = torch.broadcast_to(camera.excess(x), (h, w))
-        self.log_const = -torch.lgamma(n + 1.0).sum((-2, -1))  # (B,)
-        nn = self.n_emitters
-        try:
-            self.i0 = torch.broadcast_to(_per_frame(checks.positive(i0, "i0", **kw), b, 1), (b, nn))
-        except RuntimeError as err:
-            raise ValueError(f"i0 must be a number, (B,) or (B, N) = ({b}, {nn})") from err
-        sig = _per_frame(checks.positive(sigma, "sigma", **kw), b, 0)
-        self.sigma = torch.broadcast_to(sig, (b,))[:, None, None, None]  # (B, 1, 1, 1)
-        bg = checks.nonnegative(background, "background", **kw)
-        if self.sample_background and bool((bg != 0).any()):
-            raise ValueError("background is sampled (\"background\" in params), so the sampled "
-                             "value is the whole background; the fixed background must be 0, "
-                             f"got {float(bg.max()):g} (drop it, or drop \"background\" from params)")
-        if bg.ndim >= 2:
-            if tuple(bg.shape[-2:]) != (h, w) or bg.ndim > 3:
-                raise ValueError(f"background map must be (H, W) or (B, H, W), got {tuple(bg.shape)}")
-            bg = torch.broadcast_to(bg, (b, h, w))
-        else:
-            bg = torch.broadcast_to(_per_frame(bg, b, 0), (b,))[:, None, None]
-        self.background = bg  # (B, 1, 1) or (B, H, W), photons/pixel
-        self.rate0 = (self.background + self.excess)[:, None]  # (B, 1, H|1, W|1)
-        self.rate0_sum = torch.broadcast_to(self.rate0, (b, 1, h, w)).sum((-3, -2, -1))  # (B,)
-        # Rates can reach 0 (log 0) only without read noise and background.
-        self.clamp = bool((self.rate0 <= 0).any())
-        self._extent = torch.tensor([w, h], **kw)  # x + ½ ∈ [0, W], y + ½ ∈ [0, H]
-        # Pixel edges along x (row 0) and y (row 1), padded to the longer side.
-        self.edges = (torch.arange(max(h, w) + 1, **kw) - 0.5).expand(2, -1).contiguous()
-        self.tiny = torch.finfo(x.dtype).tiny
-        per = 2 + self.sample_photons
-        self._ix = [k * per for k in range(nn)]
-        self._iy = [k * per + 1 for k in range(nn)]
-        self._ii = [k * per + 2 for k in range(nn)] if self.sample_photons else []
-        self._ib = nn * per if self.sample_background else None
-        self.dim = len(self.names)
-
-    @property
-    def n_frames(self) -> int:
-        return self.x.shape[0]
-
-    def unpack(self, p):
-        """θ (B, C, N, 2), photons (B, C, N), background (B, C, 1, 1) or None (fixed); views
-        into p where possible."""
-        per = 2 + self.sample_photons
-        em = p[..., : per * self.n_emitters].unflatten(-1, (self.n_emitters, per))
-        theta = em[..., :2]
-        i0 = em[..., 2] if self.sample_photons else self.i0[:, None, :].expand(
-            p.shape[0], p.shape[1], -1)
-        bg = p[..., self._ib, None, None] if self.sample_background else None
-        return theta, i0, bg
-
-    def _support(self, theta, i0, bg):
-        u = theta + 0.5
-        ok = ((u >= 0) & (u <= self._extent)).flatten(-2).all(-1)
-        if self.sample_photons:
-            ok = ok & (i0 > 0).all(-1)
-        if bg is not None:
-            ok = ok & (bg[..., 0, 0] >= 0)
-        return ok
-
-    def _profiles(self, p):
-        """θ (B, C, N, 2), per-emitter 1-D pixel integrals ex (B, C, N, W) and i0·ey
-        (B, C, N, H), the photons i0 (B, C, N) and a sampled background (B, C, 1, 1) or None."""
-        theta, i0, bg = self.unpack(p)
-        h, w = self.shape
-        # Both axes in one go: edges (2, L) against θ (B, C, N, 2, 1).
-        prof = edge_integrals(self.edges, theta[..., None], self.sigma[..., None])
-        ex = prof[..., 0, :w]
-        ey = prof[..., 1, :h] * i0[..., None]
-        return theta, ex, ey, i0, bg
-
-    def _rate(self, ex, ey, bg, out=None):
-        if self.n_emitters == 1:
-            rate = torch.mul(ey[..., 0, :, None], ex[..., 0, None, :], out=out)
-        else:
-            rate = torch.matmul(ey.transpose(-1, -2), ex, out=out)
-        rate.add_(self.rate0)
-        if bg is not None:
-            rate.add_(bg)
-        return rate
-
-    def _workspace(self, shape, like):
-        buf = getattr(self, "_buf", None)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buf = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
-
-    def __call__(self, p) -> torch.Tensor:
-        """log p(x | θ) = Σ_k n_k log ω'_k − ω'_k − log n_k! for parameters p (B, C, P); -inf
-        outside the support."""
-        h, w = self.shape
-        theta, ex, ey, i0, bg = self._profiles(p)
-        # Σ_k ω'_k is separable: Σ_n (Σ_w ex)(Σ_h i0·ey) + Σ (background + w²/g²).
-        total = (ex.sum(-1) * ey.sum(-1)).sum(-1) + self.rate0_sum[:, None]
-        if bg is not None:
-            total = total + (h * w) * bg[..., 0, 0]
-        # One reused work buffer: fresh (B, C, H, W) temporaries cost page faults on CPU.
-        rate = self._rate(ex, ey, bg, out=self._workspace(p.shape[:-1] + (h, w), p))
-        if self.clamp:
-            rate.clamp_min_(self.tiny)
-        logs = rate.log_().flatten(-2)  # (B, C, H·W), in place
-        ll = (logs @ self.n_flat)[..., 0] - total + self.log_const[:, None]
-        return torch.where(self._support(theta, i0, bg), ll, -math.inf)
-
-    def fisher_laplace(self, p) -> torch.Tensor:
-        """Inverse expected Fisher information (B, P, P) at parameters p (B, P): the Laplace
-        approximation of the posterior covariance, used to scale the initial proposal."""
-        theta, i0, bg = self.unpack(p[:, None])
-        background = self.background if bg is None else bg[:, 0]  # sampled: the whole background
-        if background.shape[-2:] == (1, 1):
-            background = background[:, 0, 0]  # per-frame values (B,)
-        info = fisher_information(theta[:, 0], i0[:, 0], self.sigma[:, 0, 0, 0, None], background,
-                                  self.camera, self.shape, self.params)
-        eye = torch.eye(self.dim, dtype=p.dtype, device=p.device)
-        info = info + 1e-9 * torch.diagonal(info, dim1=-2, dim2=-1).mean(-1)[:, None, None] * eye
-        return torch.linalg.inv(info)
-
-
-def _per_frame(t: torch.Tensor, b: int, extra: int) -> torch.Tensor:
-    """Scalar -> as is; a (B,) vector -> shaped to broadcast against (B, <extra dims>)."""
-    if t.ndim == 0:
-        return t
-    if t.shape[0] != b:
-        raise ValueError(f"per-frame values must have B = {b} entries, got shape {tuple(t.shape)}")
-    return t.reshape(b, *t.shape[1:], *([1] * max(0, extra - (t.ndim - 1))))
-
-
 def _mle_start(like: EmitterLikelihood, camera: Camera) -> torch.Tensor:
     """One starting point (B, P) per frame from the maximum-likelihood fit of one emitter."""
-    from .mle import fit_mle
-
     sig = float(like.sigma.mean())
     fit = fit_mle(like.x.to(torch.float64), camera, sigma=sig)
     cols = [fit.theta[:, 0, 0], fit.theta[:, 0, 1]]
@@ -579,20 +265,22 @@ def _mle_start(like: EmitterLikelihood, camera: Camera) -> torch.Tensor:
     return torch.stack(cols, dim=-1).to(like.x.dtype)
 
 
-def _into_support(like: EmitterLikelihood, p: torch.Tensor) -> torch.Tensor:
-    h, w = like.shape
-    p = p.clone()
-    p[..., like._ix] = p[..., like._ix].clamp(-0.5, w - 0.5)
-    p[..., like._iy] = p[..., like._iy].clamp(-0.5, h - 0.5)
-    if like.sample_photons:
-        p[..., like._ii] = p[..., like._ii].abs().clamp(min=1e-3)
-    if like.sample_background:
-        p[..., like._ib] = p[..., like._ib].abs()
-    return p
+def _laplace_cov(like: EmitterLikelihood, p: torch.Tensor) -> torch.Tensor:
+    """Inverse expected Fisher information (B, P, P) at parameters p (B, P): the Laplace
+    approximation of the posterior covariance, used to scale the initial proposal."""
+    theta, i0, bg = like.unpack(p[:, None])
+    background = like.background if bg is None else bg[:, 0]  # sampled: the whole background
+    if background.shape[-2:] == (1, 1):
+        background = background[:, 0, 0]  # per-frame values (B,)
+    info = fisher_information(theta[:, 0], i0[:, 0], like.sigma[:, 0, 0, 0, None], background,
+                              like.camera, like.shape, like.params)
+    eye = torch.eye(like.dim, dtype=p.dtype, device=p.device)
+    info = info + 1e-9 * torch.diagonal(info, dim1=-2, dim2=-1).mean(-1)[:, None, None] * eye
+    return torch.linalg.inv(info)
 
 
 def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, params=("x", "y"),
-                     i0=200.0, sigma: float = 0.92, background=0.0, beta=1.0,
+                     i0=I0, sigma: float = SIGMA_X, background=0.0, beta=1.0,
                      log_prior: Callable | None = None, n_chains: int = 4, n_iter: int = 10_000,
                      burn_in: int = 1_000, thin: int = 1, proposal=None, adapt: bool | None = None,
                      target_accept: float | None = None, init=None, init_scale: float = 2.0,
@@ -629,7 +317,7 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
         raise ValueError(f"beta must lie in (0, 1], got max {float(beta_t.max()):g}")
     if log_prior is not None and not callable(log_prior):
         raise TypeError(f"log_prior must be a callable p -> log density, got {type(log_prior).__name__}")
-    n_chains = _as_int(n_chains, "n_chains", 1)
+    n_chains = checks.as_int(n_chains, "n_chains", 1)
     init_scale = float(checks.nonnegative(init_scale, "init_scale"))
     like = EmitterLikelihood(xt, camera, n_emitters, params, i0, sigma, background, dtype=dtype)
     b, p = like.n_frames, like.dim
@@ -643,7 +331,7 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
     else:
         raise ValueError(f"beta must be a number or one value per frame ({b},), got shape "
                          f"{tuple(beta_t.shape)}")
-    generator = _generator(generator, seed, device, "x")
+    generator = checks.generator(generator, seed, device, "x")
 
     # Starting points.
     if init is None:
@@ -663,14 +351,14 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
                              f"{tuple(checks.as_tensor(init, 'init').shape)}")
         jitter = start.ndim == 2
     centre = start if start.ndim == 2 else start.mean(1)
-    laplace = like.fisher_laplace(_into_support(like, centre)) / beta_mat  # (B, P, P)
+    laplace = _laplace_cov(like, like.into_support(centre)) / beta_mat  # (B, P, P)
     lap_chol, info = torch.linalg.cholesky_ex(laplace)
     fallback = torch.eye(p, dtype=dtype, device=device) * 0.01
     lap_chol = torch.where((info == 0)[:, None, None], lap_chol, fallback)
     if jitter:
         z = torch.randn((b, n_chains, p), generator=generator, dtype=dtype, device=device)
         start = start[:, None, :] + init_scale * z @ lap_chol.transpose(-1, -2)
-    start = _into_support(like, start)
+    start = like.into_support(start)
 
     if adapt is None:
         adapt = proposal is None
@@ -697,121 +385,3 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
         for f in ("samples", "acceptance", "burn_in_acceptance", "log_prob", "proposal_cov"):
             setattr(res, f, getattr(res, f)[0])
     return res
-
-
-# --------------------------------------------------------------------------------------------
-# Diagnostics (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021)
-# --------------------------------------------------------------------------------------------
-
-
-def _chains(samples, name="samples") -> torch.Tensor:
-    s = checks.as_tensor(samples, name)
-    if s.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., chains, draws), got {tuple(s.shape)}")
-    if s.shape[-1] < 4:
-        raise ValueError(f"{name} needs at least 4 draws per chain, got {s.shape[-1]}")
-    return s.to(torch.float64)
-
-
-def split_chains(samples) -> torch.Tensor:
-    """Cut every chain in two halves: (..., C, D) -> (..., 2C, D // 2) (a middle draw of an odd
-    D is dropped). Split chains expose a drift within a chain to R-hat."""
-    s = _chains(samples)
-    h = s.shape[-1] // 2
-    return torch.cat((s[..., :h], s[..., s.shape[-1] - h:]), dim=-2)
-
-
-def _rank_normalize(samples) -> torch.Tensor:
-    """Normal scores of the pooled ranks over (chains, draws): Φ⁻¹((r − 3/8)/(S + 1/4)), with
-    average ranks for ties (a Metropolis chain repeats itself on every rejection)."""
-    s = _chains(samples)
-    shape = s.shape
-    flat = s.flatten(-2)
-    srt = flat.sort(dim=-1).values.contiguous()
-    lo = torch.searchsorted(srt, flat.contiguous(), right=False)
-    hi = torch.searchsorted(srt, flat.contiguous(), right=True)
-    r = (lo + hi + 1).to(s.dtype) / 2
-    z = torch.special.ndtri((r - 0.375) / (flat.shape[-1] + 0.25))
-    return z.reshape(shape)
-
-
-rank_normalize = _rank_normalize
-
-
-def _rhat_basic(s):
-    n = s.shape[-1]
-    means = s.mean(-1)
-    w = s.var(-1).mean(-1)
-    b_over_n = means.var(-1) if s.shape[-2] > 1 else torch.zeros_like(w)
-    var_plus = (n - 1) / n * w + b_over_n
-    return torch.sqrt(var_plus / w)
-
-
-def rhat(samples, rank_normalize: bool = True) -> torch.Tensor:
-    """Potential scale reduction R-hat of draws (..., chains, draws) -> (...).
-
-    rank_normalize=True (default): the rank-normalised split R-hat of Vehtari et al. (2021), the
-    larger of the bulk value and the tail value (on |draw − median|). False: the classic split
-    R-hat of Gelman et al. (BDA3). Values near 1 (< 1.01) mean the chains agree. NaN where all
-    draws are equal."""
-    s = split_chains(samples)
-    if not rank_normalize:
-        return _rhat_basic(s)
-    bulk = _rhat_basic(_rank_normalize(s))
-    med = s.flatten(-2).median(-1).values[..., None, None]
-    tail = _rhat_basic(_rank_normalize((s - med).abs()))
-    return torch.maximum(bulk, tail)
-
-
-def _autocov(s, max_elements: int = 1 << 25):
-    """Autocovariance of every chain at lags 0..D-1 (biased, divided by D), by FFT, in chunks
-    of the leading dims so that the padded transforms stay below `max_elements` values."""
-    n = s.shape[-1]
-    nfft = 1 << (2 * n - 1).bit_length()
-    flat = s.reshape(-1, n)
-    step = max(1, max_elements // nfft)
-    out = torch.empty_like(flat)
-    for i in range(0, flat.shape[0], step):
-        d = flat[i:i + step] - flat[i:i + step].mean(-1, keepdim=True)
-        f = torch.fft.rfft(d, n=nfft)
-        out[i:i + step] = torch.fft.irfft(f * f.conj(), n=nfft)[..., :n] / n
-    return out.reshape(s.shape)
-
-
-def autocorrelation(samples) -> torch.Tensor:
-    """Autocorrelation of every chain, (..., C, D) -> (..., C, D), lag 0 first."""
-    s = _chains(samples)
-    acov = _autocov(s)
-    return acov / acov[..., :1]
-
-
-def _ess_basic(s):
-    m, n = s.shape[-2:]
-    acov = _autocov(s)
-    mean_var = acov[..., 0].mean(-1) * n / (n - 1)
-    var_plus = mean_var * (n - 1) / n
-    if m > 1:
-        var_plus = var_plus + s.mean(-1).var(-1)
-    rho = 1.0 - (mean_var[..., None] - acov.mean(-2)) / var_plus[..., None]
-    rho[..., 0] = 1.0
-    k = n // 2
-    pairs = rho[..., : 2 * k].reshape(*rho.shape[:-1], k, 2).sum(-1)  # ρ_2t + ρ_2t+1
-    keep = torch.cumprod((pairs > 0).to(s.dtype), dim=-1)  # up to the first non-positive pair
-    mono = torch.cummin(torch.where(keep > 0, pairs, torch.zeros_like(pairs)), dim=-1).values
-    tau = -1.0 + 2.0 * (mono * keep).sum(-1)
-    tau = tau.clamp(min=1.0 / math.log10(m * n))
-    return m * n / tau
-
-
-def ess(samples, rank_normalize: bool = True) -> torch.Tensor:
-    """Effective sample size of draws (..., chains, draws) -> (...), all chains together.
-
-    Split chains, the multi-chain autocorrelation ρ_t = 1 − (W − mean autocovariance_t)/var⁺,
-    and Geyer's initial monotone sequence (pairs ρ_2t + ρ_2t+1 summed until the first negative
-    pair, made non-increasing): ESS = C·D / τ with τ = −1 + 2 Σ pairs (Vehtari et al. 2021).
-    rank_normalize=True gives the bulk ESS (on normal scores of ranks), False the classic one.
-    For an AR(1) chain with coefficient ρ, ESS ≈ C·D (1 − ρ)/(1 + ρ)."""
-    s = split_chains(samples)
-    if rank_normalize:
-        s = _rank_normalize(s)
-    return _ess_basic(s)

@@ -12,11 +12,13 @@ import math
 import torch
 
 from . import checks
+from .defaults import SHAPE, SIGMA_Y, UPSAMPLE
+from .mcmc_result import MCMCResult
 from .psf import pixel_integral
-from .simulate import UPSAMPLE, kde, kde_peak, to_kde_coords
+from .simulate import kde, kde_peak, to_kde_coords
 
 
-def kde_moments(samples, shape=(20, 20), sigma_y: float = 3.0, upsample: int = UPSAMPLE,
+def kde_moments(samples, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = UPSAMPLE,
                 normalize: str = "peak", batch_size: int = 4096, max_samples: int | None = None,
                 method: str = "separable", progress: bool = False):
     """Per-pixel posterior mean and variance of the KDE y(θ) (eq. 5).
@@ -35,11 +37,9 @@ def kde_moments(samples, shape=(20, 20), sigma_y: float = 3.0, upsample: int = U
     sample variance (divided by S − 1) of y(θ) in the units of ``kde(..., normalize)``; by
     default "peak", where an isolated emitter's KDE peaks at 1.
     """
-    from .mcmc import MCMCResult  # no cycle at import time
-
     if isinstance(samples, MCMCResult):
         theta = samples.positions()
-        if "shape" in samples.info and tuple(shape) == (20, 20):
+        if "shape" in samples.info and tuple(shape) == SHAPE:
             shape = samples.info["shape"]
     else:
         theta = checks.theta(samples, "samples")
