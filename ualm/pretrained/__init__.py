@@ -1,8 +1,10 @@
 """Bundled network weights, verified by SHA-256 before they are loaded.
 
 Each weight file `NAME.pt` (a plain state dict, loaded with `torch.load(weights_only=True)`) has a
-manifest `NAME.json` beside it: the file's SHA-256, the model configuration, the exact command
-that reproduces it and the metrics it reaches.
+manifest `NAME.json` beside it: the file's SHA-256, the model ("model": a registered name such as
+"deepstorm") and its configuration ("model_config"), the exact command that reproduces it and the
+metrics it reaches. `load(NAME)` builds any registered network from its manifest;
+`register_model` adds a network kind.
 """
 from __future__ import annotations
 
@@ -12,7 +14,26 @@ from pathlib import Path
 
 import torch
 
+from ..device import pick_device
+from ..models.deepstorm import DeepSTORM, DeepSTORMConfig
+from ..train import load_checkpoint
+
 HERE = Path(__file__).resolve().parent
+# manifest "model" name -> (model class, config class with from_dict); see register_model
+MODELS: dict[str, tuple[type, type]] = {}
+
+
+def register_model(name: str, model_cls: type, config_cls: type) -> None:
+    """Let `load` build bundled weights whose manifest says "model": `name`, as
+    `model_cls(config_cls.from_dict(manifest["model_config"]))`."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not callable(getattr(config_cls, "from_dict", None)):
+        raise TypeError(f"config_cls must have a from_dict classmethod, got {config_cls!r}")
+    MODELS[name] = (model_cls, config_cls)
+
+
+register_model("deepstorm", DeepSTORM, DeepSTORMConfig)
 
 
 class WeightsError(ValueError):
@@ -59,12 +80,20 @@ def load_state_dict(name: str = "deepstorm_quick", directory=None, verify: bool 
     return state
 
 
-def load_deepstorm(name: str = "deepstorm_quick", device=None, directory=None):
-    """The DeepSTORM φ with bundled weights, in eval mode and float32 on `device`."""
-    from ..device import pick_device
-    from ..models.deepstorm import DeepSTORM, DeepSTORMConfig
+def load(name: str, device=None, directory=None) -> torch.nn.Module:
+    """The network of bundled weights `name`, built from its manifest (the registered "model"
+    and its "model_config"), after checking the SHA-256; in eval mode and float32 on `device`."""
     info = manifest(name, directory)
-    model = DeepSTORM(DeepSTORMConfig.from_dict(info["model_config"]))
+    kind = info.get("model")
+    if kind not in MODELS:
+        raise WeightsError(f"manifest {name!r} names model {kind!r}, which is not registered "
+                           f"(known: {sorted(MODELS)}; see ualm.pretrained.register_model)")
+    model_cls, config_cls = MODELS[kind]
+    try:
+        config = config_cls.from_dict(info.get("model_config", {}))
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"manifest {name!r} has a bad model_config for {kind!r}: {err}") from err
+    model = model_cls(config)
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in load_state_dict(name, directory).items()}
     try:
@@ -72,6 +101,14 @@ def load_deepstorm(name: str = "deepstorm_quick", device=None, directory=None):
     except RuntimeError as err:
         raise WeightsError(f"bundled weights {name!r} do not fit the model in the manifest: {err}") from err
     return model.to(pick_device(device)).eval()
+
+
+def load_deepstorm(name: str = "deepstorm_quick", device=None, directory=None) -> DeepSTORM:
+    """The DeepSTORM φ with bundled weights `name` (see `load`)."""
+    model = load(name, device, directory)
+    if not isinstance(model, DeepSTORM):
+        raise WeightsError(f"bundled weights {name!r} are a {type(model).__name__}, not DeepSTORM")
+    return model
 
 
 def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, command: str = "",
@@ -82,7 +119,6 @@ def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, c
     training configuration, world size, the command (passed by the CLI), the total training time
     (wall clock, cumulative over resumed runs) and the history. `metrics` starts empty (or as
     given); `benchmarks/deepstorm.py` fills it for the weights it measured (`record_metrics`)."""
-    from ..train import load_checkpoint
     state = load_checkpoint(checkpoint)
     directory = Path(directory or HERE)
     directory.mkdir(parents=True, exist_ok=True)
