@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Circle
 
-from . import PIXEL_NM  # ualm/__init__ never imports this module, so no cycle
+from .defaults import PIXEL_NM, SHAPE
 
 __all__ = ["to_numpy", "frame_extent", "show_frame", "show_kde", "overlay_theta", "show_emitters",
            "add_nm_axis", "subplots"]
@@ -111,7 +111,7 @@ def overlay_theta(ax, theta, mask=None, marker: str = "+", color: str = "cyan", 
     return ax.scatter(th[:, 0], th[:, 1], marker=marker, c=color, s=size, label=label, **kw)
 
 
-def show_emitters(ax, theta, mask=None, shape=(20, 20), radius: float | None = None,
+def show_emitters(ax, theta, mask=None, shape=SHAPE, radius: float | None = None,
                   centre=None, title: str | None = "emitters θ"):
     """θ on an empty frame of `shape` with the pixel grid, optionally the layout disc."""
     h, w = (int(s) for s in shape)
