@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from . import PIXEL_NM  # ualm/__init__ never imports this module, so no cycle
+from .defaults import PIXEL_NM, SHAPE, SIGMA_Y
 from .simulate import UPSAMPLE, from_kde_coords, to_kde_coords
 
 TOLERANCE_KDE_PX = 5.0
@@ -81,7 +81,7 @@ def _refine_centroid(img: np.ndarray, r: int, c: int, radius: int) -> tuple[floa
     return float((rows * win).sum() / s), float((cols * win).sum() / s)
 
 
-def detect(kdes, sigma_y: float = 3.0, threshold: float = 0.3, refine: str | None = "quadratic",
+def detect(kdes, sigma_y: float = SIGMA_Y, threshold: float = 0.3, refine: str | None = "quadratic",
            min_sigma: float | None = None, max_sigma: float | None = None, num_sigma: int = 5,
            overlap: float = 0.5, upsample: int = UPSAMPLE):
     """Detect emitters in KDE images by LoG scale-space maxima.
@@ -203,7 +203,7 @@ def localization_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_K
     )
 
 
-def evaluate_kdes(kdes, theta, mask=None, sigma_y: float = 3.0, refine="quadratic",
+def evaluate_kdes(kdes, theta, mask=None, sigma_y: float = SIGMA_Y, refine="quadratic",
                   threshold: float = 0.3, tolerance: float = TOLERANCE_KDE_PX,
                   upsample: int = UPSAMPLE, **detect_kw) -> dict:
     """`detect` on KDEs, then `localization_metrics` against the truth (adds 'detections').
@@ -218,7 +218,7 @@ def evaluate_kdes(kdes, theta, mask=None, sigma_y: float = 3.0, refine="quadrati
     return m
 
 
-def oracle_kdes(theta, mask=None, sigma_y: float = 3.0, shape=(20, 20), upsample: int = UPSAMPLE):
+def oracle_kdes(theta, mask=None, sigma_y: float = SIGMA_Y, shape=SHAPE, upsample: int = UPSAMPLE):
     """The true KDE y of θ at width σ_y (peak-normalised): what a perfect network would output.
     Running the detector on it gives the ceiling any network can reach at that σ_y."""
     from .simulate import kde

@@ -8,6 +8,7 @@ import torch
 
 from . import checks
 from .camera import Camera
+from .defaults import I0, SIGMA_X
 from .psf import _axis_profiles
 
 
@@ -56,7 +57,7 @@ def _initial_guess(n, excess):
     return torch.stack((cx, cy, total, bg), dim=1)
 
 
-def fit_mle(x, camera: Camera = Camera(), sigma: float = 0.92, n_iter: int = 50,
+def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
             init=None, tol: float = 1e-6, dtype=torch.float64) -> FitResult:
     """Fit one Gaussian emitter per frame x (B, H, W) in ADU by maximum likelihood.
 
@@ -109,7 +110,7 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = 0.92, n_iter: int = 50,
                      nll=cur, converged=done, iterations=it)
 
 
-def fit_position(x, theta0, i0=200.0, camera: Camera = Camera(), sigma: float = 0.92,
+def fit_position(x, theta0, i0=I0, camera: Camera = Camera(), sigma: float = SIGMA_X,
                  background=0.0, nll=None, n_iter: int = 5, tol: float = 1e-9):
     """Maximum-likelihood positions (B, 1, 2) with photons and background known, by Newton's
     method on any NLL(x, ω, camera), e.g. `nll_poisson_gaussian` for the exact likelihood

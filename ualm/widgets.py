@@ -15,6 +15,7 @@ import torch
 
 from . import PIXEL_NM, plotting
 from .camera import Camera, make_generator
+from .defaults import COUNT, I0, SHAPE, SIGMA_X, SIGMA_Y
 from .fisher import crlb
 from .mle import mle_vs_crlb
 from .psf import expected_frame
@@ -64,9 +65,9 @@ def _slider(kind, value, lo, hi, step, description, log=False):
 
 # --------------------------------------------------------------------------- chapter 1
 
-def image_formation_figure(photons: float = 200.0, background: float = 0.0, read_var: float = 5.0,
-                           sigma: float = 0.92, gain: float = 1.0, n_emitters: int = 3,
-                           seed: int = 0, shape=(20, 20), sigma_y: float = 3.0):
+def image_formation_figure(photons: float = I0, background: float = 0.0, read_var: float = 5.0,
+                           sigma: float = SIGMA_X, gain: float = 1.0, n_emitters: int = 3,
+                           seed: int = 0, shape=SHAPE, sigma_y: float = SIGMA_Y):
     """One simulated frame: the camera frame x (ADU) and the KDE y with the true θ, and the
     row of x through the first emitter against its expectation g·ω + o ± one standard
     deviation sqrt(g²ω + w²). Emitters lie on the paper's disc (radius 7 px)."""
@@ -113,7 +114,7 @@ def image_formation_explorer(**defaults):
     and seed, redrawing `image_formation_figure`."""
     import ipywidgets as W
 
-    d = dict(photons=200.0, background=0.0, read_var=5.0, sigma=0.92, gain=1.0, n_emitters=3,
+    d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, gain=1.0, n_emitters=3,
              seed=0)
     d.update(defaults)
     controls = dict(
@@ -130,8 +131,8 @@ def image_formation_explorer(**defaults):
 
 # --------------------------------------------------------------------------- chapter 2
 
-def crlb_figure(photons: float = 200.0, background: float = 0.0, read_var: float = 5.0,
-                sigma: float = 0.92, n_frames: int = 200, seed: int = 0, shape=(11, 11),
+def crlb_figure(photons: float = I0, background: float = 0.0, read_var: float = 5.0,
+                sigma: float = SIGMA_X, n_frames: int = 200, seed: int = 0, shape=(11, 11),
                 device=None):
     """CRLB of an isolated emitter's x in nm against photons (for the given background, read
     noise and σ), with the current photons marked and the RMSE of `n_frames` simulated
@@ -194,7 +195,7 @@ def crlb_explorer(**defaults):
     `crlb_figure` (CRLB in nm and a small batch of simulated MLE fits)."""
     import ipywidgets as W
 
-    d = dict(photons=200.0, background=0.0, read_var=5.0, sigma=0.92, n_frames=200, seed=0)
+    d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, n_frames=200, seed=0)
     d.update(defaults)
     controls = dict(
         photons=_slider(float, d["photons"], 20, 10000, 0.05, "photons i0", log=True),
@@ -209,9 +210,9 @@ def crlb_explorer(**defaults):
 
 # --------------------------------------------------------------------------- chapter 4
 
-def deepstorm_figure(model, photons: float = 200.0, n_emitters: int = 10, seed: int = 0,
-                     threshold: float = 0.3, refine: str = "quadratic", sigma_y: float = 3.0,
-                     shape=(20, 20)):
+def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: int = 0,
+                     threshold: float = 0.3, refine: str = "quadratic", sigma_y: float = SIGMA_Y,
+                     shape=SHAPE):
     """One frame through φ: the camera frame x, the estimate ŷ = φ(x) with LoG detections
     matched one-to-one to the truth (5 KDE px tolerance), and the true KDE y with the same
     detector (the oracle). Emitters on the paper's disc."""
@@ -247,7 +248,7 @@ def deepstorm_explorer(model, **defaults):
 
     import ipywidgets as W
 
-    d = dict(photons=200.0, n_emitters=10, seed=0, threshold=0.3, refine="quadratic")
+    d = dict(photons=I0, n_emitters=COUNT, seed=0, threshold=0.3, refine="quadratic")
     d.update(defaults)
     controls = dict(
         photons=_slider(float, d["photons"], 20, 2000, 0.05, "photons i0", log=True),
@@ -263,7 +264,7 @@ def deepstorm_explorer(model, **defaults):
 # --------------------------------------------------------------------------- chapter 3 (MCMC)
 
 def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = False,
-                photons: float = 200.0, n_chains: int = 4, n_iter: int = 3000,
+                photons: float = I0, n_chains: int = 4, n_iter: int = 3000,
                 burn_in: int = 500, seed: int = 0, device=None):
     """Metropolis–Hastings on one isolated emitter (paper camera) with tempering `beta` and a
     random-walk proposal of variance `proposal_var` px² (tuned during burn-in if `adapt`):
@@ -274,14 +275,14 @@ def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = Fal
     device = torch.device(device or "cpu")
     nm = PIXEL_NM
     gen = make_generator(int(seed), device)
-    theta, _ = isolated_emitters(1, (20, 20), generator=gen, dtype=_F64, device=device)
+    theta, _ = isolated_emitters(1, SHAPE, generator=gen, dtype=_F64, device=device)
     camera = Camera()
-    x = camera.sample(expected_frame(theta, float(photons), 0.92, 0.0, (20, 20)), generator=gen)[0]
+    x = camera.sample(expected_frame(theta, float(photons), SIGMA_X, 0.0, SHAPE), generator=gen)[0]
     res = mcmc.sample_posterior(x, camera, i0=float(photons), beta=float(beta),
                                 proposal=float(proposal_var), adapt=bool(adapt),
                                 n_chains=int(n_chains), n_iter=int(n_iter), burn_in=int(burn_in),
                                 seed=int(seed) + 1)
-    bound = crlb(theta, float(photons), 0.92, 0.0, camera)[0]  # (2,) px, photons known
+    bound = crlb(theta, float(photons), SIGMA_X, 0.0, camera)[0]  # (2,) px, photons known
     _, var = posterior.kde_moments(res)
     std, rh, ess = res.std(), res.rhat(), res.ess()
     truth = theta[0, 0]
@@ -334,7 +335,7 @@ def mcmc_explorer(**defaults):
 
     import ipywidgets as W
 
-    d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=200.0, seed=0)
+    d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=I0, seed=0)
     fixed = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device") if k in defaults}
     unknown = set(defaults) - set(d)
     if unknown:
