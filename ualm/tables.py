@@ -1,0 +1,46 @@
+"""Markdown tables of results, for the book: `markdown_table(rows, columns, formats)`.
+
+Rows are dicts or results with `as_row()` (the protocol results of `ualm.protocols`, the
+metrics of `ualm.detect`). Show the table in a notebook with
+`IPython.display.Markdown(markdown_table(...))`.
+"""
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+__all__ = ["markdown_table"]
+
+
+def _cell(value, fmt) -> str:
+    if callable(fmt):
+        return str(fmt(value))
+    if fmt is not None:
+        return format(value, fmt)
+    if isinstance(value, (bool, Integral, str)):
+        return str(value)
+    if isinstance(value, Real):
+        return format(value, ".4g")
+    return str(value)
+
+
+def markdown_table(rows, columns=None, formats=None) -> str:
+    """A GitHub-flavoured markdown table, one line per row.
+
+    rows: dicts, or objects with `as_row()` returning one.
+    columns: the keys to show, in order, as a list (the key is the header) or a dict
+      key -> header; default every key of the first row.
+    formats: key -> format spec (".3f") or a function of the value returning the cell text;
+      without one, ints and text print as they are and other numbers with ".4g".
+    """
+    rows = [r.as_row() if hasattr(r, "as_row") else r for r in rows]
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    if not isinstance(columns, dict):
+        columns = {k: k for k in columns}
+    formats = formats or {}
+    missing = [k for k in columns if any(k not in r for r in rows)]
+    if missing:
+        raise KeyError(f"rows lack the columns {missing}")
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r[k], formats.get(k)) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)
