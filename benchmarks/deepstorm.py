@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 
 import ualm  # noqa: E402
-from ualm import detect as D  # noqa: E402
-from ualm import pretrained  # noqa: E402
+from ualm import pretrained, protocols  # noqa: E402
 from ualm.models import DeepSTORM, DeepSTORMConfig  # noqa: E402
 
 
@@ -83,47 +82,34 @@ def main(argv=None):
     cfg = ualm.SimConfig()  # the paper's protocol
     print(f"model: {source}; protocol: {args.frames} frames", flush=True)
 
-    rows, _ = D.protocol_rows(model, cfg, args.frames, seed=args.seed, progress=True)
-    by = {r["method"]: r for r in rows}
-    net = by["φ (DeepSTORM), sub-pixel"]
-    oracle = by["oracle y, σ_y = 3"]
+    table = protocols.detection_protocol(model, cfg, args.frames, seed=args.seed, progress=True)
+    rows = table.rows()
+    net, oracle = table["network_subpixel"].metrics, table["oracle_3"].metrics
     targets = {
-        "precision": net["precision"], "precision_target": 0.95,
-        "recall_over_oracle_recall": net["recall"] / oracle["recall"], "recall_ratio_target": 0.95,
+        "precision": net.precision, "precision_target": 0.95,
+        "recall_over_oracle_recall": net.recall / oracle.recall, "recall_ratio_target": 0.95,
     }
     for r in rows:
         print(f"  {r['method']:<28} P={r['precision']:.3f} R={r['recall']:.3f} J={r['jaccard']:.3f} "
               f"RMSE={r['rmse_nm']:.1f} nm E={r['efficiency']:.1f}", flush=True)
 
     # isolated emitters against the CRLB
-    iso_cfg = cfg.replace(layout="isolated")
-    iso = D.simulate_and_predict(model, iso_cfg, args.frames, seed=args.seed + 1)
-    crlb_lat = D.lateral_crlb(iso["theta"], iso["i0"], iso_cfg)
-    crlb_rms = float(torch.sqrt((crlb_lat ** 2).mean()))
-    isolated = {"frames": args.frames, "i0": iso_cfg.i0, "crlb_lateral_px": crlb_rms,
-                "crlb_lateral_nm": crlb_rms * ualm.PIXEL_NM}
-    for name, kdes, refine in (("network_subpixel", iso["y_hat"], "quadratic"),
-                               ("network_grid", iso["y_hat"], None),
-                               ("oracle_grid", D.oracle_kdes(iso["theta"], iso["mask"], 3.0), None)):
-        m = D.evaluate_kdes(kdes, iso["theta"], iso["mask"], sigma_y=3.0, refine=refine)
-        isolated[name] = {**D.summary(m), "rmse_over_crlb": m["rmse_px"] / crlb_rms,
-                          "bias_x_px": m["bias_x_px"], "bias_y_px": m["bias_y_px"]}
-        print(f"  isolated {name:<18} RMSE={m['rmse_nm']:.2f} nm = {m['rmse_px'] / crlb_rms:.2f} x CRLB "
-              f"(R={m['recall']:.3f}, P={m['precision']:.3f})", flush=True)
+    iso = protocols.isolated_vs_crlb(model, cfg, args.frames, seed=args.seed + 1)
+    isolated = iso.as_dict()
+    for name, m in iso.methods.items():
+        print(f"  isolated {name:<18} RMSE={m.rmse_nm:.2f} nm = {iso.rmse_over_crlb(name):.2f} x CRLB "
+              f"(R={m.recall:.3f}, P={m.precision:.3f})", flush=True)
     targets["isolated_rmse_over_crlb_subpixel"] = isolated["network_subpixel"]["rmse_over_crlb"]
     targets["isolated_target"] = 1.5
 
-    # density sweep
+    # density sweep (the network on the KDE grid is left out)
     sweep = []
-    for k, count in enumerate((1, 2, 5, 10, 15, 20)):
-        srows, _ = D.protocol_rows(model, cfg.replace(count=count), args.sweep_frames,
-                                   seed=args.seed + 100 + k, oracle_sigmas=(3.0, 1.5))
-        for r in srows:
-            if r["refine"] == "none" and r["method"].startswith("φ"):
-                continue
-            sweep.append({"count": count, **r})
-        print(f"  density {count:>2}: " + ", ".join(f"{r['method'][:12]} R={r['recall']:.2f}" for r in srows),
-              flush=True)
+    by_count = protocols.density_sweep(model, cfg, (1, 2, 5, 10, 15, 20), args.sweep_frames,
+                                       seed=args.seed + 100, oracle_sigmas=(3.0, 1.5))
+    for count, res in by_count.items():
+        sweep += [{"count": count, **m.as_row()} for m in res.methods.values() if m.key != "network_grid"]
+        print(f"  density {count:>2}: " + ", ".join(f"{m.method[:12]} R={m.metrics.recall:.2f}"
+                                                 for m in res.methods.values()), flush=True)
 
     speed = {"cpu_frames_per_s": throughput(model, torch.device("cpu")), "cpu_threads": args.threads}
     if torch.cuda.is_available():

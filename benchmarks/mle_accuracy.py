@@ -2,7 +2,7 @@
 
 The CRLB is for the 4-parameter model (x, y, photons, background) that fit_mle estimates,
 averaged as sqrt(mean CRLB²) over the true sub-pixel positions; the RMSE counts every fit
-(`ualm.mle.mle_vs_crlb`).
+(`ualm.protocols.mle_vs_crlb`).
 
     python benchmarks/mle_accuracy.py [--fits 4000] [--seed 0]
 """
@@ -16,19 +16,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-import ualm  # noqa: E402
-from ualm.mle import mle_vs_crlb  # noqa: E402
+from ualm.protocols import mle_vs_crlb  # noqa: E402
+
 
 def one_setting(i0, bg, fits, seed, device):
     r = mle_vs_crlb(i0, bg, n_fits=fits, shape=(11, 11), seed=seed, device=device)
-    return {"device": device.type, "i0": i0, "background": bg, "fits": fits,
-            "rmse_x_px": float(r["rmse_px"][0]), "rmse_y_px": float(r["rmse_px"][1]),
-            "crlb_x_px": float(r["crlb_px"][0]), "crlb_y_px": float(r["crlb_px"][1]),
-            "ratio_x": float(r["ratio"][0]), "ratio_y": float(r["ratio"][1]),
-            "rmse_nm": float(r["rmse_px"].mean() * ualm.PIXEL_NM),
-            "crlb_nm": float(r["crlb_px"].mean() * ualm.PIXEL_NM),
-            "ratio_photons": r["ratio_photons"], "converged": r["converged"],
-            "iterations": r["iterations"], "fits_per_s": r["fits_per_s"]}
+    return {"device": device.type, **r.as_row()}
 
 
 def main(argv=None):

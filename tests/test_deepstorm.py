@@ -84,14 +84,14 @@ def test_bundled_weights_quality():
     (1000 emitters) the recall ratio has a binomial standard error of about 0.015, so the test
     asks for 0.9 on both, a margin of ~3 standard errors, to fail on a broken model and not on
     sampling noise."""
-    from ualm import detect as D
+    from ualm import protocols
     torch.set_num_threads(2)
     model = pretrained.load_deepstorm("deepstorm_quick", device="cpu")
-    rows, _ = D.protocol_rows(model, ualm.SimConfig(), n_frames=100, seed=7, oracle_sigmas=(3.0,))
-    by = {r["method"]: r for r in rows}
-    net, oracle = by["φ (DeepSTORM), sub-pixel"], by["oracle y, σ_y = 3"]
-    assert net["precision"] >= 0.9, net
-    assert net["recall"] >= 0.9 * oracle["recall"], (net, oracle)
+    res = protocols.detection_protocol(model, ualm.SimConfig(), n_frames=100, seed=7,
+                                       oracle_sigmas=(3.0,))
+    net, oracle = res["network_subpixel"].metrics, res["oracle_3"].metrics
+    assert net.precision >= 0.9, net.as_row()
+    assert net.recall >= 0.9 * oracle.recall, (net.as_row(), oracle.as_row())
     info = pretrained.manifest("deepstorm_quick")
     assert info["metrics"].get("weights_sha256") == info["sha256"]  # measured on these weights
 

@@ -97,13 +97,13 @@ def test_crlb_falls_as_one_over_sqrt_photons_without_background():
 
 @pytest.mark.parametrize("i0, bg", [(200.0, 0.0), (200.0, 10.0), (500.0, 2.0), (2000.0, 0.0), (5000.0, 10.0)])
 def test_mle_reaches_crlb(i0, bg):
-    from ualm.mle import mle_vs_crlb
+    from ualm.protocols import mle_vs_crlb
     r = mle_vs_crlb(i0, bg, n_fits=2500, seed=11)
-    assert r["converged"] == 1.0
-    assert (r["ratio"] <= 1.05).all(), r["ratio"]
+    assert r.converged == 1.0
+    assert (r.ratio <= 1.05).all(), r.ratio
     # Unbiased within the Monte Carlo error, and the photon count is efficient too.
-    assert (r["bias_px"].abs() < 4 * r["crlb_px"] / math.sqrt(2500)).all()
-    assert r["ratio_photons"] < 1.1
+    assert (r.bias_px.abs() < 4 * r.crlb_px / math.sqrt(2500)).all()
+    assert r.ratio_photons < 1.1
 
 
 def test_mle_accepts_init_and_finds_shifted_emitter():

@@ -136,14 +136,14 @@ def test_explorers_build():
 
 
 def test_crlb_figure_counts_every_fit():
-    """The RMSE in the title is over all fits (ualm.mle.mle_vs_crlb), converged or not, and the
-    legend reports the converged fraction."""
-    from ualm.mle import mle_vs_crlb
+    """The RMSE in the title is over all fits (ualm.protocols.mle_vs_crlb), converged or not, and
+    the legend reports the converged fraction."""
+    from ualm.protocols import mle_vs_crlb
 
     fig = widgets.crlb_figure(photons=300.0, n_frames=40, seed=2)
     mc = mle_vs_crlb(300.0, 0.0, 40, ualm.Camera(gain=1.0, offset=100.0, read_var=5.0), 0.92,
                      (11, 11), seed=2)
-    rmse_nm = float(mc["errors"].pow(2).mean().sqrt()) * ualm.PIXEL_NM
+    rmse_nm = float(mc.errors.pow(2).mean().sqrt()) * ualm.PIXEL_NM
     assert f"RMSE = {rmse_nm:.1f} nm" in fig.axes[0].get_title()
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("40 fits" in t and "converged" in t for t in labels)

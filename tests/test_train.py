@@ -82,7 +82,7 @@ def test_train_leaves_the_global_rng_alone(tmp_path):
 
 
 def test_train_deepstorm_initial_weights_depend_only_on_seed(tmp_path):
-    from ualm.models.deepstorm import train_deepstorm
+    from ualm.profiles import train_deepstorm
     kw = dict(device="cpu", model_overrides=dict(TINY), progress=False,
               train_overrides=dict(steps=0, batch_size=2, val_batches=0))
     torch.manual_seed(1)

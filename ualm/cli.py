@@ -8,6 +8,14 @@ import argparse
 import shlex
 import sys
 
+import torch
+
+from .device import pick_device, pick_profile
+from .diffusion import train_diffusion
+from .pretrained import export_weights
+from .profiles import train_deepstorm
+from .train import dist_info
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ualm", description=__doc__)
@@ -47,11 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    import torch
-
-    from .device import pick_device, pick_profile
     if args.command == "export":
-        from .pretrained import export_weights
         path = export_weights(args.checkpoint, args.name, args.export_dir,
                               dtype=getattr(torch, args.export_dtype))
         print(f"wrote {path}")
@@ -60,8 +64,6 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     profile = pick_profile(args.profile, device)
-    from .models.deepstorm import train_deepstorm
-    from .train import dist_info
     model_over = {k: v for k, v in dict(width=args.width, hr_width=args.hr_width,
                                         dropout=args.dropout).items() if v is not None}
     train_over = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -69,7 +71,6 @@ def main(argv=None) -> int:
     run = dict(device=device, train_overrides=train_over, progress=not args.no_progress,
                resume=not args.no_resume, stop_after=args.stop_after)
     if args.model == "diffusion":
-        from .diffusion import train_diffusion
         over = {k: v for k, v in dict(width=args.width, dropout=args.dropout).items() if v is not None}
         if args.cond:
             over["cond"] = tuple(c.strip() for c in args.cond.split(","))
@@ -82,7 +83,6 @@ def main(argv=None) -> int:
         print(f"done: step {result.step}, checkpoint {result.checkpoint}"
               + (f", val_loss {last[-1]['val_loss']:.4g}" if last else ""))
         if args.export:
-            from .pretrained import export_weights
             command = "python -m ualm " + " ".join(shlex.quote(a) for a in argv)
             path = export_weights(result.checkpoint, args.export, args.export_dir,
                                   dtype=getattr(torch, args.export_dtype), command=command)

@@ -18,13 +18,15 @@ Coordinates follow the package: θ = (x, y) in low-resolution pixels; KDE images
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from skimage.feature import blob_log
 
 from .defaults import PIXEL_NM, SHAPE, SIGMA_Y
-from .simulate import UPSAMPLE, from_kde_coords, to_kde_coords
+from .simulate import UPSAMPLE, from_kde_coords, kde, to_kde_coords
 
 TOLERANCE_KDE_PX = 5.0
 
@@ -94,8 +96,6 @@ def detect(kdes, sigma_y: float = SIGMA_Y, threshold: float = 0.3, refine: str |
     min_sigma, max_sigma: LoG scale range in KDE px (default σ_y/2 and 2σ_y).
     Returns θ̂ as an (n, 2) array of (x, y) in low-res px for one image, or a list of them.
     """
-    from skimage.feature import blob_log
-
     if refine not in (None, "none", "quadratic", "centroid"):
         raise ValueError(f"refine must be None, 'quadratic' or 'centroid', got {refine!r}")
     if sigma_y <= 0 or threshold <= 0:
@@ -161,15 +161,50 @@ def _true_list(theta, mask):
     return [t[mm.astype(bool)] for t, mm in zip(th, m)]
 
 
+SUMMARY_KEYS = ("tp", "fp", "fn", "precision", "recall", "jaccard", "rmse_px", "rmse_nm",
+                "efficiency")
+
+
+@dataclass(frozen=True, eq=False)
+class LocalizationMetrics:
+    """Detections matched one-to-one to the truth, pooled over frames.
+
+    tp, fp, fn: counts; precision, recall, jaccard = TP/(TP+FP+FN); rmse_px, rmse_nm: lateral
+    RMSE sqrt(mean(Δx² + Δy²)) over TPs; rmse_x_px, rmse_y_px, bias_x_px, bias_y_px per axis;
+    efficiency (%); errors_px (TP, 2) = detection - truth with its `frame` indices; detections:
+    one (n_i, 2) array per frame. NaN where a quantity has no TPs (or no counts)."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    jaccard: float
+    rmse_px: float
+    rmse_nm: float
+    rmse_x_px: float
+    rmse_y_px: float
+    bias_x_px: float
+    bias_y_px: float
+    efficiency: float
+    errors_px: np.ndarray
+    frame: np.ndarray
+    detections: list
+
+    def as_row(self, keys=SUMMARY_KEYS) -> dict:
+        """The scalar metrics as a JSON-ready dict, in the order of `keys`."""
+        return {k: getattr(self, k) for k in keys}
+
+    def __getitem__(self, key: str):  # dict-style access, kept for older callers
+        return getattr(self, key)
+
+
 def localization_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_KDE_PX,
-                         upsample: int = UPSAMPLE, pixel_nm: float = PIXEL_NM) -> dict:
-    """Match per frame and pool over frames.
+                         upsample: int = UPSAMPLE, pixel_nm: float = PIXEL_NM) -> LocalizationMetrics:
+    """Match per frame (`match`) and pool over frames.
 
     preds: list (one per frame) of (n_i, 2) detections in low-res px (output of `detect`).
-    theta (B, N, 2), mask (B, N): truth. Returns a dict with tp, fp, fn, precision, recall,
-    jaccard = TP/(TP+FP+FN), rmse_px / rmse_nm = sqrt(mean(Δx² + Δy²)) over TPs (lateral),
-    rmse_x_px, rmse_y_px, bias_x_px, bias_y_px, efficiency (%), and the TP errors `errors_px`
-    (TP, 2) = detection - truth, with `frame` indices, for histograms.
+    theta (B, N, 2), mask (B, N): truth. Returns `LocalizationMetrics`.
     """
     trues = _true_list(theta, mask)
     if isinstance(preds, np.ndarray) and preds.ndim == 2:
@@ -187,103 +222,64 @@ def localization_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_K
         errs.append(p[ip] - t[it])
         frames.append(np.full(len(ip), k))
     errors = np.concatenate(errs) if errs else np.zeros((0, 2))
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    jac = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
-    rmse = float(np.sqrt(np.mean(np.sum(errors ** 2, axis=1)))) if tp else float("nan")
-    return dict(
+    nan = float("nan")
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / (tp + fn) if tp + fn else nan
+    jac = tp / (tp + fp + fn) if tp + fp + fn else nan
+    rmse = float(np.sqrt(np.mean(np.sum(errors ** 2, axis=1)))) if tp else nan
+    return LocalizationMetrics(
         tp=int(tp), fp=int(fp), fn=int(fn), precision=precision, recall=recall, jaccard=jac,
         rmse_px=rmse, rmse_nm=rmse * pixel_nm,
-        rmse_x_px=float(np.sqrt(np.mean(errors[:, 0] ** 2))) if tp else float("nan"),
-        rmse_y_px=float(np.sqrt(np.mean(errors[:, 1] ** 2))) if tp else float("nan"),
-        bias_x_px=float(errors[:, 0].mean()) if tp else float("nan"),
-        bias_y_px=float(errors[:, 1].mean()) if tp else float("nan"),
-        efficiency=efficiency(jac, rmse * pixel_nm) if tp else float("nan"),
+        rmse_x_px=float(np.sqrt(np.mean(errors[:, 0] ** 2))) if tp else nan,
+        rmse_y_px=float(np.sqrt(np.mean(errors[:, 1] ** 2))) if tp else nan,
+        bias_x_px=float(errors[:, 0].mean()) if tp else nan,
+        bias_y_px=float(errors[:, 1].mean()) if tp else nan,
+        efficiency=efficiency(jac, rmse * pixel_nm) if tp else nan,
         errors_px=errors, frame=np.concatenate(frames) if frames else np.zeros(0, int),
+        detections=list(preds),
     )
 
 
 def evaluate_kdes(kdes, theta, mask=None, sigma_y: float = SIGMA_Y, refine="quadratic",
                   threshold: float = 0.3, tolerance: float = TOLERANCE_KDE_PX,
-                  upsample: int = UPSAMPLE, **detect_kw) -> dict:
-    """`detect` on KDEs, then `localization_metrics` against the truth (adds 'detections').
-    `upsample` (KDE px per low-res px) is passed to both, so KDEs of any upsampling factor are
-    read and matched in the same units."""
+                  upsample: int = UPSAMPLE, **detect_kw) -> LocalizationMetrics:
+    """`detect` on KDEs, then `localization_metrics` against the truth. `upsample` (KDE px per
+    low-res px) is passed to both, so KDEs of any upsampling factor are read and matched in the
+    same units."""
     preds = detect(kdes, sigma_y=sigma_y, threshold=threshold, refine=refine, upsample=upsample,
                    **detect_kw)
     if isinstance(preds, np.ndarray):
         preds = [preds]
-    m = localization_metrics(preds, theta, mask, tolerance, upsample=upsample)
-    m["detections"] = preds
-    return m
+    return localization_metrics(preds, theta, mask, tolerance, upsample=upsample)
+
+
+def nearest_match_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_KDE_PX,
+                          upsample: int = UPSAMPLE) -> tuple[float, float]:
+    """The paper code's matching, kept for comparison (known flaw 3): a detection is a true
+    positive when its nearest true emitter lies within `tolerance` KDE px, even if another
+    detection already took that emitter; recall is TP / number of true emitters (it can
+    exceed 1). Returns (precision, recall)."""
+    trues = _true_list(theta, mask)
+    tol = tolerance / upsample
+    tp = fp = 0
+    for p, t in zip(preds, trues):
+        p = np.asarray(p, float).reshape(-1, 2)
+        if len(p) == 0 or len(t) == 0:
+            fp += len(p)
+            continue
+        d = np.linalg.norm(p[:, None] - t[None], axis=-1).min(axis=1)
+        tp += int((d <= tol).sum())
+        fp += int((d > tol).sum())
+    n_true = sum(len(t) for t in trues)
+    return tp / (tp + fp), tp / n_true
 
 
 def oracle_kdes(theta, mask=None, sigma_y: float = SIGMA_Y, shape=SHAPE, upsample: int = UPSAMPLE):
     """The true KDE y of θ at width σ_y (peak-normalised): what a perfect network would output.
     Running the detector on it gives the ceiling any network can reach at that σ_y."""
-    from .simulate import kde
     return kde(theta, shape, sigma_y, upsample, mask=mask, normalize="peak")
 
 
-def summary(metrics: dict, keys=("tp", "fp", "fn", "precision", "recall", "jaccard", "rmse_px",
-                                 "rmse_nm", "efficiency")) -> dict:
-    """The scalar entries of a metrics dict (drops the error arrays), JSON-ready."""
-    return {k: (float(metrics[k]) if isinstance(metrics[k], float) else metrics[k]) for k in keys}
-
-
-__all__ = ["detect", "match", "localization_metrics", "efficiency", "evaluate_kdes",
-           "oracle_kdes", "summary", "to_kde_coords", "from_kde_coords", "TOLERANCE_KDE_PX"]
-
-
-# ----------------------------------------------------------------------------- protocols
-
-def simulate_and_predict(model, config, n_frames: int, seed: int, batch_size: int = 250,
-                         device=None) -> dict:
-    """Simulate n_frames with `config` (seeded) and run φ on them in batches.
-    Returns the simulated dict (CPU, float32) plus 'y_hat' (n, 80, 80)."""
-    from .camera import make_generator
-    from .simulate import simulate_batch
-    gen = make_generator(seed)
-    parts = [simulate_batch(min(batch_size, n_frames - i), config, generator=gen, dtype=torch.float32)
-             for i in range(0, n_frames, batch_size)]
-    data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    if model is not None:
-        if device is not None:
-            model = model.to(device)
-        data["y_hat"] = model.predict(data["x"], batch_size=batch_size).float().cpu()
-    return data
-
-
-def protocol_rows(model, config, n_frames: int = 1000, seed: int = 2024,
-                  oracle_sigmas=(3.0, 1.5), threshold: float = 0.3, progress: bool = False) -> tuple:
-    """The metrics table of the paper's protocol (default config: 10 emitters on the disc,
-    i0 = 200): φ with and without sub-pixel refinement, and the oracle rows (the same detector
-    on the true KDE y at each σ_y in oracle_sigmas). Returns (rows, data): rows is a list of
-    dicts with a 'method' name and the scalar metrics; data holds frames, ŷ and the detections."""
-    data = simulate_and_predict(model, config, n_frames, seed)
-    rows, extra = [], {}
-    jobs = []
-    if model is not None:
-        jobs += [("φ (DeepSTORM), sub-pixel", data["y_hat"], config.sigma_y, "quadratic"),
-                 ("φ (DeepSTORM), KDE grid", data["y_hat"], config.sigma_y, None)]
-    for s in oracle_sigmas:
-        jobs.append((f"oracle y, σ_y = {s:g}", oracle_kdes(data["theta"], data["mask"], s,
-                                                            config.shape, config.upsample), s, "quadratic"))
-    if progress:
-        from tqdm.auto import tqdm
-        jobs = tqdm(jobs, desc="detect")
-    for name, kdes, s, refine in jobs:
-        m = evaluate_kdes(kdes, data["theta"], data["mask"], sigma_y=s, refine=refine,
-                          threshold=threshold, upsample=config.upsample)
-        rows.append({"method": name, "sigma_y": s, "refine": refine or "none", **summary(m)})
-        extra[name] = m
-    data["metrics"] = extra
-    return rows, data
-
-
-def lateral_crlb(theta, i0, config) -> torch.Tensor:
-    """Per-emitter lateral CRLB sqrt(CRLB_x² + CRLB_y²) in px for single emitters θ (B, 1, 2)."""
-    from .fisher import crlb
-    c = crlb(theta.double(), torch.as_tensor(i0).double(), config.sigma, config.background,
-             config.camera, config.shape)
-    return torch.sqrt((c ** 2).sum(-1)).reshape(-1)
+__all__ = ["detect", "match", "localization_metrics", "LocalizationMetrics", "SUMMARY_KEYS",
+           "efficiency", "evaluate_kdes", "nearest_match_metrics", "oracle_kdes", "to_kde_coords",
+           "from_kde_coords", "TOLERANCE_KDE_PX"]

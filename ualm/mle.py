@@ -9,7 +9,8 @@ import torch
 from . import checks
 from .camera import Camera
 from .defaults import I0, SIGMA_X
-from .psf import _axis_profiles
+from .likelihood import nll_poisson
+from .psf import _axis_profiles, expected_frame
 
 
 @dataclass
@@ -117,9 +118,6 @@ def fit_position(x, theta0, i0=I0, camera: Camera = Camera(), sigma: float = SIG
     (default: `nll_poisson`). Derivatives come from autograd, so it is slower than `fit_mle`
     but works for any likelihood. Start from `theta0` (B, 1, 2), e.g. `fit_mle(x).theta`.
     Returns (theta, converged) where converged says the last step was below `tol` px."""
-    from .likelihood import nll_poisson
-    from .psf import expected_frame
-
     nll = nll or nll_poisson
     x = checks.as_tensor(x, "x")
     th = checks.theta(theta0, "theta0", dtype=x.dtype, device=x.device).detach().clone()
@@ -139,42 +137,3 @@ def fit_position(x, theta0, i0=I0, camera: Camera = Camera(), sigma: float = SIG
         step = delta.abs().amax(-1)
     return th, step < tol
 
-
-def mle_vs_crlb(i0: float = 200.0, background: float = 0.0, n_fits: int = 2000,
-                camera: Camera = Camera(), sigma: float = 0.92, shape=(11, 11), seed: int = 0,
-                device=None, dtype=torch.float64) -> dict:
-    """Monte Carlo check of `fit_mle` against the Cramér–Rao bound on isolated emitters.
-
-    Simulates `n_fits` frames (emitter within ±½ px of the centre), fits all of them, and
-    compares the RMSE over ALL fits (non-converged ones included, so nothing flatters the
-    ratio) with the RMS of the 4-parameter CRLB at the true positions. Returns a dict with
-    per-axis `rmse_px`, `crlb_px`, `ratio` (tensors of 2), the same for the photon count,
-    `bias_px`, the fraction `converged`, `fits_per_s`, and the errors and bounds themselves.
-    """
-    import time
-
-    from .fisher import crlb
-    from .psf import expected_frame
-    from .simulate import isolated_emitters
-    from .camera import make_generator
-
-    gen = make_generator(seed, device or "cpu")
-    th, _ = isolated_emitters(n_fits, shape, generator=gen, device=gen.device, dtype=dtype)
-    frames = camera.sample(expected_frame(th, i0, sigma, background, shape), generator=gen)
-    if th.device.type == "cuda":
-        torch.cuda.synchronize(th.device)
-    t0 = time.perf_counter()
-    fit = fit_mle(frames, camera, sigma=sigma)
-    if th.device.type == "cuda":
-        torch.cuda.synchronize(th.device)
-    elapsed = time.perf_counter() - t0
-    err = (fit.theta - th)[:, 0]
-    bound = crlb(th, i0, sigma, background, camera, shape, params=("x", "y", "photons", "background"))
-    rmse, rms_bound = err.pow(2).mean(0).sqrt(), bound[:, :2].pow(2).mean(0).sqrt()
-    rmse_n = (fit.photons - i0).pow(2).mean().sqrt()
-    crlb_n = bound[:, 2].pow(2).mean().sqrt()
-    return dict(i0=i0, background=background, n_fits=n_fits, rmse_px=rmse, crlb_px=rms_bound,
-                ratio=rmse / rms_bound, rmse_photons=float(rmse_n), crlb_photons=float(crlb_n),
-                ratio_photons=float(rmse_n / crlb_n), bias_px=err.mean(0),
-                converged=float(fit.converged.double().mean()), iterations=fit.iterations,
-                fits_per_s=n_fits / elapsed, theta=th, errors=err, crlb=bound)

@@ -7,19 +7,22 @@ change. ipywidgets and matplotlib are imported here only.
 """
 from __future__ import annotations
 
+import functools
 import math
 
+import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
-from . import PIXEL_NM, plotting
+from . import PIXEL_NM, detect, mcmc, plotting, posterior
 from .camera import Camera, make_generator
 from .defaults import COUNT, I0, SHAPE, SIGMA_X, SIGMA_Y
 from .fisher import crlb
-from .mle import mle_vs_crlb
+from .protocols import mle_vs_crlb
 from .psf import expected_frame
-from .simulate import disc_emitters, isolated_emitters, kde
+from .simulate import SimConfig, disc_emitters, isolated_emitters, kde, simulate_batch
 
 __all__ = ["image_formation_figure", "image_formation_explorer", "crlb_figure", "crlb_explorer",
            "explorer"]
@@ -32,9 +35,6 @@ _F64 = torch.float64
 def explorer(figure_fn, controls: dict, title: str | None = None):
     """A VBox of `controls` (name -> ipywidgets control) and an Output showing
     `figure_fn(**values)`, redrawn when a control changes."""
-    import ipywidgets as W
-    from IPython.display import display
-
     out = W.Output()
 
     def update(**values):
@@ -52,8 +52,6 @@ def explorer(figure_fn, controls: dict, title: str | None = None):
 
 
 def _slider(kind, value, lo, hi, step, description, log=False):
-    import ipywidgets as W
-
     common = dict(description=description, continuous_update=False,
                   style={"description_width": "initial"})
     if log:
@@ -112,8 +110,6 @@ def image_formation_figure(photons: float = I0, background: float = 0.0, read_va
 def image_formation_explorer(**defaults):
     """Sliders for photons, background, read-noise variance, PSF σ, gain, number of emitters
     and seed, redrawing `image_formation_figure`."""
-    import ipywidgets as W
-
     d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, gain=1.0, n_emitters=3,
              seed=0)
     d.update(defaults)
@@ -149,11 +145,11 @@ def crlb_figure(photons: float = I0, background: float = 0.0, read_var: float = 
 
     mc = mle_vs_crlb(float(photons), float(background), int(n_frames), camera, float(sigma),
                      shape, seed=int(seed), device=device)
-    err = mc["errors"].cpu() * nm  # all fits, converged or not (RMSE over all of them)
+    err = mc.errors.cpu() * nm  # all fits, converged or not (RMSE over all of them)
     n = err.numel()
     rmse = float(err.pow(2).mean().sqrt())
-    cr = float(mc["crlb"][:, :2].cpu().pow(2).mean().sqrt()) * nm
-    conv = mc["converged"]
+    cr = float(mc.bounds[:, :2].cpu().pow(2).mean().sqrt()) * nm
+    conv = mc.converged
     half = 1.96 / math.sqrt(2 * max(n, 1))  # relative 95 % half-width of an RMSE from n values
 
     fig, axes = plotting.subplots(2, width=4.4, height=3.7)
@@ -193,8 +189,6 @@ def crlb_figure(photons: float = I0, background: float = 0.0, read_var: float = 
 def crlb_explorer(**defaults):
     """Sliders for photons, background, read-noise variance and PSF σ, redrawing
     `crlb_figure` (CRLB in nm and a small batch of simulated MLE fits)."""
-    import ipywidgets as W
-
     d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, n_frames=200, seed=0)
     d.update(defaults)
     controls = dict(
@@ -216,9 +210,6 @@ def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: 
     """One frame through φ: the camera frame x, the estimate ŷ = φ(x) with LoG detections
     matched one-to-one to the truth (5 KDE px tolerance), and the true KDE y with the same
     detector (the oracle). Emitters on the paper's disc."""
-    from . import detect as D
-    from .simulate import SimConfig, simulate_batch
-
     if int(n_emitters) < 1:
         raise ValueError(f"n_emitters must be >= 1, got {n_emitters}")
     cfg = SimConfig(shape=shape, i0=float(photons), count=int(n_emitters), sigma_y=float(sigma_y))
@@ -230,10 +221,10 @@ def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: 
     plotting.show_frame(axes[0], b["x"][0], title="camera frame x", label="ADU")
     plotting.overlay_theta(axes[0], truth)
     for ax, img, name in ((axes[1], y_hat, "φ(x) = ŷ"), (axes[2], b["y"][0], "oracle: true y")):
-        pred = D.detect(img, sigma_y=sigma_y, threshold=float(threshold), refine=refine)
-        ip, it, _ = D.match(pred, truth)
-        m = D.localization_metrics([pred], truth[None])
-        plotting.show_kde(ax, img, title=f"{name}\nP = {m['precision']:.2f}, R = {m['recall']:.2f}",
+        pred = detect.detect(img, sigma_y=sigma_y, threshold=float(threshold), refine=refine)
+        ip, it, _ = detect.match(pred, truth)
+        m = detect.localization_metrics([pred], truth[None])
+        plotting.show_kde(ax, img, title=f"{name}\nP = {m.precision:.2f}, R = {m.recall:.2f}",
                           label="KDE (peak-normalised)", vmin=0, vmax=1)
         plotting.draw_matches(ax, pred, truth, (ip, it), legend=ax is axes[1])
     fig.suptitle(f"i0 = {photons:.0f} photons, {int(n_emitters)} emitters, threshold {threshold:g}, "
@@ -244,10 +235,6 @@ def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: 
 def deepstorm_explorer(model, **defaults):
     """Sliders for photons, number of emitters, seed, detection threshold and refinement,
     redrawing `deepstorm_figure` for the network `model`."""
-    import functools
-
-    import ipywidgets as W
-
     d = dict(photons=I0, n_emitters=COUNT, seed=0, threshold=0.3, refine="quadratic")
     d.update(defaults)
     controls = dict(
@@ -270,8 +257,6 @@ def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = Fal
     random-walk proposal of variance `proposal_var` px² (tuned during burn-in if `adapt`):
     the traces of x, the draws of (x, y) against the CRLB circle and its 1/√β inflation, and
     the posterior uncertainty map √Var(y) of eq. 5 (peak-normalised KDE units)."""
-    from . import mcmc, posterior
-
     device = torch.device(device or "cpu")
     nm = PIXEL_NM
     gen = make_generator(int(seed), device)
@@ -331,10 +316,6 @@ def mcmc_explorer(**defaults):
     adaptive proposal, photons and seed, redrawing `mcmc_figure`. `defaults` set the starting
     values of those controls; other `mcmc_figure` arguments (n_chains, n_iter, burn_in, device)
     are passed on fixed."""
-    import functools
-
-    import ipywidgets as W
-
     d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=I0, seed=0)
     fixed = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device") if k in defaults}
     unknown = set(defaults) - set(d)

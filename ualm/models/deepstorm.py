@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..simulate import SimConfig
+
 
 @dataclass(frozen=True)
 class DeepSTORMConfig:
@@ -151,45 +153,9 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ----------------------------------------------------------------------------- training profiles
+# ----------------------------------------------------------------------------- training data
 
-def training_sim_config():
+def training_sim_config() -> SimConfig:
     """The simulated training distribution: 1-20 emitters on the paper's disc, i0 uniform in
     [100, 400] photons, σ_y = 3 (paper text), KDE peak-normalised."""
-    from ..simulate import SimConfig
     return SimConfig(count=(1, 20), i0=(100.0, 400.0))
-
-
-def profile_settings(profile: str) -> dict:
-    """Model and optimisation settings of the 'quick' (CPU, bundled weights) and 'full' (GPU,
-    paper scale) profiles."""
-    from ..train import TrainConfig
-    if profile == "quick":
-        return dict(model=DeepSTORMConfig(width=32, hr_width=16),
-                    train=TrainConfig(steps=1600, batch_size=16, lr=2e-3, warmup=50,
-                                      val_every=100, val_batches=4, ckpt_every=50))
-    if profile == "full":
-        return dict(model=DeepSTORMConfig(width=64, hr_width=32),
-                    train=TrainConfig(steps=30000, batch_size=64, lr=1e-3, warmup=500,
-                                      val_every=1000, val_batches=16, ckpt_every=1000))
-    raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
-
-
-def train_deepstorm(profile: str = "quick", out=None, device=None, model_overrides=None,
-                    train_overrides=None, sim_config=None, progress=True, resume=True, stop_after=None):
-    """Train φ with the generic loop of `ualm.train`. Returns (model, TrainResult)."""
-    from ..device import pick_device
-    from ..train import SimSource, train
-    s = profile_settings(profile)
-    mcfg = DeepSTORMConfig.from_dict({**s["model"].to_dict(), **(model_overrides or {})})
-    tcfg = s["train"].replace(**(train_overrides or {}))
-    sim = sim_config or training_sim_config()
-    device = pick_device(device)
-    with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
-        torch.random.default_generator.manual_seed(tcfg.seed)
-        model = DeepSTORM(mcfg)
-    data = SimSource(sim, tcfg.batch_size, seed=tcfg.seed)
-    result = train(model, deepstorm_loss, data, tcfg, out, device=device, progress=progress,
-                   resume=resume, stop_after=stop_after, extra={"model": "deepstorm", "model_config": mcfg.to_dict(),
-                                         "profile": profile})
-    return model, result

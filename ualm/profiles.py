@@ -1,0 +1,46 @@
+"""Training profiles: the settings of each network in the 'quick' profile (CPU, bundled
+weights) and the 'full' profile (GPU, paper scale), and the call that trains it with the
+generic loop of `ualm.train`. The command line `python -m ualm train deepstorm` calls
+`train_deepstorm`."""
+from __future__ import annotations
+
+import torch
+
+from .device import pick_device
+from .models.deepstorm import DeepSTORM, DeepSTORMConfig, deepstorm_loss, training_sim_config
+from .train import SimSource, TrainConfig, train
+
+__all__ = ["deepstorm_settings", "train_deepstorm"]
+
+
+def deepstorm_settings(profile: str) -> dict:
+    """Model ('model': DeepSTORMConfig) and optimisation ('train': TrainConfig) settings of φ."""
+    if profile == "quick":
+        return dict(model=DeepSTORMConfig(width=32, hr_width=16),
+                    train=TrainConfig(steps=1600, batch_size=16, lr=2e-3, warmup=50,
+                                      val_every=100, val_batches=4, ckpt_every=50))
+    if profile == "full":
+        return dict(model=DeepSTORMConfig(width=64, hr_width=32),
+                    train=TrainConfig(steps=30000, batch_size=64, lr=1e-3, warmup=500,
+                                      val_every=1000, val_batches=16, ckpt_every=1000))
+    raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
+
+
+def train_deepstorm(profile: str = "quick", out=None, device=None, model_overrides=None,
+                    train_overrides=None, sim_config=None, progress=True, resume=True,
+                    stop_after=None):
+    """Train φ on frames of `sim_config` (default `training_sim_config()`) with the settings of
+    `profile`, changed by the overrides. Returns (model, TrainResult)."""
+    s = deepstorm_settings(profile)
+    mcfg = DeepSTORMConfig.from_dict({**s["model"].to_dict(), **(model_overrides or {})})
+    tcfg = s["train"].replace(**(train_overrides or {}))
+    sim = sim_config or training_sim_config()
+    device = pick_device(device)
+    with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
+        torch.random.default_generator.manual_seed(tcfg.seed)
+        model = DeepSTORM(mcfg)
+    data = SimSource(sim, tcfg.batch_size, seed=tcfg.seed)
+    result = train(model, deepstorm_loss, data, tcfg, out, device=device, progress=progress,
+                   resume=resume, stop_after=stop_after,
+                   extra={"model": "deepstorm", "model_config": mcfg.to_dict(), "profile": profile})
+    return model, result
