@@ -101,7 +101,7 @@ def mortensen_std(photons, background, sigma=SIGMA_X, pixel: float = 1.0, exact:
     tau = 2 * math.pi * sa2 * b / (n * pixel**2)
     if not exact:
         return torch.sqrt(sa2 / n * (1 + 4 * tau + torch.sqrt(2 * tau / (1 + 4 * tau))))
-    from scipy.integrate import quad
+    from scipy.integrate import quad  # here: importing it costs `import ualm` ~0.6 s
 
     def integral(t):
         return quad(lambda u: math.log(u) / (1 + u / t), 0, 1)[0] if t > 0 else 0.0

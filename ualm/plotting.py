@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, Ellipse
 
 from .defaults import PIXEL_NM, SHAPE
 
@@ -188,8 +188,6 @@ def show_traces(ax, draws, label: str = "x (px)", max_chains: int = 8, truth=Non
 
 def cov_ellipse(ax, mean, cov, n_std: float = 1.0, **kw):
     """Draw the n_std-standard-deviation ellipse of a 2-D Gaussian, mean (2,), cov (2, 2)."""
-    from matplotlib.patches import Ellipse
-
     m, c = to_numpy(mean).reshape(2), to_numpy(cov).reshape(2, 2)
     vals, vecs = np.linalg.eigh(c)
     angle = float(np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1])))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import trange
 
 from . import checks
 from .defaults import SHAPE, SIGMA_Y, UPSAMPLE
@@ -66,8 +67,6 @@ def kde_moments(samples, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = 
         raise ValueError(f"need at least 2 samples for a variance, got {s}")
     lead = theta.shape[:-3]
     chunk = max(1, batch_size // max(1, math.prod(lead)))
-    from tqdm.auto import trange
-
     steps = trange(0, s, chunk, disable=not progress, desc="KDE moments", leave=False)
     if method == "render":
         return _render_moments(theta, steps, chunk, (h, w), sig, upsample, normalize)
