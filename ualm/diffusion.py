@@ -125,16 +125,20 @@ def schedule(name: str = "paper") -> Schedule:
 
 # ----------------------------------------------------------------------------- the network's view
 
+CLIP = (to_net(0.0), to_net(2.0))  # the range of ŷ_0 when a sampler clips, in the network's range
+
+
 def predict(model, sched: Schedule, y_t: torch.Tensor, t, cond: torch.Tensor, clip: bool = False):
     """The one place where Ψ is evaluated: returns (ε̂, ŷ_0) for y_t at steps t.
 
-    clip=True clips ŷ_0 to [−1, 1] (KDE values in [0, 1]) and recomputes ε̂ from the clipped
-    ŷ_0, so that every sampler sees a consistent pair."""
+    clip=True clips ŷ_0 to CLIP (KDE values in [0, 2]: no negative density, and room for two
+    overlapping emitters, whose true KDE exceeds 1) and recomputes ε̂ from the clipped ŷ_0, so
+    that every sampler sees a consistent pair."""
     t = torch.as_tensor(t, device=y_t.device).long().reshape(-1).expand(y_t.shape[0])
     eps = model(y_t, cond, t).to(y_t.dtype)
     y0 = sched.y0_from_eps(y_t, t.cpu(), eps)
     if clip:
-        y0 = y0.clamp(-1.0, 1.0)
+        y0 = y0.clamp(*CLIP)
         eps = sched.eps_from_y0(y_t, t.cpu(), y0)
     return eps, y0
 
@@ -177,6 +181,12 @@ def ddim_step(sched: Schedule, y_t, t: int, s: int, eps, y0, eta: float, noise):
     return out + sigma * noise if sigma > 0 else out
 
 
+def step_path(t0: int, method: str = "ancestral", steps: int | None = None) -> list[int]:
+    """The steps a sampler visits, t0 down to 0: every step for "ancestral", `steps` jumps for
+    "ddim". The network is evaluated at all but the last."""
+    return ddim_steps(t0, t0, steps) if method == "ddim" else list(range(t0, -1, -1))
+
+
 def ddim_steps(T: int, t0: int, n_steps: int) -> list[int]:
     """n_steps + 1 decreasing steps from t0 to 0, evenly spaced (rounded, distinct)."""
     if not 1 <= n_steps <= t0:
@@ -215,7 +225,7 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
     start). method: "ancestral" (eq. 10, t0 network evaluations) or "ddim" (`steps`
     evaluations, noise scale eta ∈ [0, 1], 0 = deterministic given the start). start: "noise"
     (y_t0 ~ N(0, I), the paper) or "guided" (y_t0 ~ N(√γ_t0 ŷ, (1 − γ_t0) I)). t0 ≤ T: the
-    first step (default T). clip: clip ŷ_0 to the KDE range [0, 1] at every step.
+    first step (default T). clip: clip ŷ_0 to the KDE range [0, 2] at every step (`CLIP`).
     seed, first_frame: chain (f, k) draws from `chain_seed(seed, first_frame + f, k)`, so the
     same seed gives the same samples whatever `batch_size` (chains per network call).
     keep_path: also return the ŷ_0 predictions after every step, (F, K, n_steps, H, W).
@@ -243,12 +253,10 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
             raise ValueError(f"steps must be an int in [1, t0 = {t0}], got {steps!r}")
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-        path = ddim_steps(sched.T, t0, steps)
-    else:
-        if steps not in (None, t0):
-            raise ValueError(f"steps must be None or t0 = {t0} for method='ancestral' "
-                             f"(it takes every step), got {steps!r}")
-        path = list(range(t0, -1, -1))
+    elif steps not in (None, t0):
+        raise ValueError(f"steps must be None or t0 = {t0} for method='ancestral' "
+                         f"(it takes every step), got {steps!r}")
+    path = step_path(t0, method, steps)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not torch.isfinite(cond).all():

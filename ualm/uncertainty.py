@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .diffusion import SAMPLERS, condition, sample, schedule
+from .diffusion import SAMPLERS, condition, sample, schedule, step_path
 
 
 @dataclass
@@ -22,6 +22,7 @@ class SampleResult:
     samples: torch.Tensor
     yhat: torch.Tensor
     info: dict = field(default_factory=dict)
+    path: torch.Tensor | None = None  # ŷ_0 after every step (F, K, steps, uH, uW) if kept
 
     def mean(self) -> torch.Tensor:
         """Per-pixel sample mean (F, uH, uW)."""
@@ -57,13 +58,14 @@ def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
 
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str = "ddim", *,
                     seed: int = 0, batch_size: int = 256, progress: bool = True, shape=(20, 20),
-                    **overrides) -> SampleResult:
+                    keep_path: bool = False, **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
     "diffusion_quick" and "deepstorm_quick"). sampler: a name from `ualm.diffusion.SAMPLERS`
     ("paper", "guided", "ddim"); `overrides` (t0, steps, eta, clip) change its settings.
-    n_samples K >= 2. Same seed, same samples, whatever `batch_size`.
+    n_samples K >= 2. Same seed, same samples, whatever `batch_size`. keep_path: also keep the
+    network's ŷ_0 after every step (`.path`), for figures of the reverse process.
     Returns a SampleResult: .samples (F, K, uH, uW), .mean(), .var(), .std(), .yhat.
     """
     import time
@@ -84,11 +86,79 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     with torch.no_grad():
         yhat = phi.predict(x)
         cond = condition(phi, x, psi.config.cond, yhat=yhat.to(device))
-    samples = sample(psi, cond, sched, n_samples, seed=seed, batch_size=batch_size,
-                     progress=progress, **settings)
+    out = sample(psi, cond, sched, n_samples, seed=seed, batch_size=batch_size,
+                 progress=progress, keep_path=keep_path, **settings)
+    samples, path = out if keep_path else (out, None)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
     evals = settings.get("steps") if settings["method"] == "ddim" else t0
     info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": int(evals),
+            "path_t": step_path(t0, settings["method"], settings.get("steps"))[:-1],
             "n_samples": n_samples, "seed": seed, "seconds": seconds}
-    return SampleResult(samples=samples, yhat=yhat, info=info)
+    return SampleResult(samples=samples, yhat=yhat, info=info, path=path)
+
+
+# ----------------------------------------------------------------------------- fidelity of a sampler
+
+SIGNIFICANT = 0.05  # pixels where the truth or the estimate exceeds 5 % of one emitter's peak
+
+
+def significant_pixels(y: torch.Tensor, estimate: torch.Tensor, level: float = SIGNIFICANT) -> torch.Tensor:
+    """Bool mask of the pixels where the truth or the estimate exceeds `level` (KDE units)."""
+    return (y > level) | (estimate > level)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How well K samples per frame reconstruct the truth, pooled over frames.
+
+    mse: mean squared error of the estimate (sample mean, or ŷ) to the true KDE, over all
+    pixels; precision/recall/jaccard: LoG detection on the estimate, one-to-one matching;
+    spearman: rank correlation of the per-pixel std with the per-pixel error |mean − y| over the
+    significant pixels; mean_std: the mean per-pixel std over those pixels (KDE units)."""
+
+    method: str
+    n_frames: int
+    n_samples: int
+    evals: int
+    seconds_per_frame: float
+    mse: float
+    precision: float
+    recall: float
+    jaccard: float
+    spearman: float
+    mean_std: float
+
+    def as_row(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fidelity(method: str, estimate: torch.Tensor, y: torch.Tensor, theta, mask, std=None,
+             n_samples: int = 0, evals: int = 0, seconds: float = float("nan")) -> Fidelity:
+    """Score an estimate (F, uH, uW) of the true KDEs y, with its per-pixel std when it has one."""
+    from scipy.stats import spearmanr
+
+    from .detect import evaluate_kdes
+    est, y = estimate.detach().float().cpu(), y.detach().float().cpu()
+    det = evaluate_kdes(est, theta, mask)
+    rho = mean_std = float("nan")
+    if std is not None:
+        sig = significant_pixels(y, est)
+        s = std.detach().float().cpu()[sig]
+        err = (est - y).abs()[sig]
+        rho = float(spearmanr(s.numpy(), err.numpy()).statistic) if len(s) > 2 else float("nan")
+        mean_std = float(s.mean())
+    return Fidelity(method=method, n_frames=len(y), n_samples=n_samples, evals=evals,
+                    seconds_per_frame=seconds / max(len(y), 1), mse=float(((est - y) ** 2).mean()),
+                    precision=det.precision, recall=det.recall, jaccard=det.jaccard,
+                    spearman=rho, mean_std=mean_std)
+
+
+# the samplers compared in chapter 5 and benchmarks/diffusion.py: label -> (sampler, settings)
+SAMPLER_TABLE = {
+    "paper (eq. 10 from N(0, I))": ("paper", {}),
+    "guided start, t0 = T": ("guided", {}),
+    "guided start, t0 = 25": ("guided", {"t0": 25}),
+    "DDIM 10 steps, η = 1": ("ddim", {"steps": 10, "eta": 1.0}),
+    "DDIM 10 steps, η = 0": ("ddim", {"steps": 10, "eta": 0.0}),
+}

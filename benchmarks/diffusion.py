@@ -1,0 +1,148 @@
+"""Benchmark of the guided diffusion model Ψ with the bundled quick weights.
+
+Writes benchmarks/results/diffusion.json:
+- the schedules: γ_T of the paper's (T = 100, β linear 1e-4 → 1e-2) and of the cosine one;
+- speed: for each sampler of `ualm.uncertainty.SAMPLER_TABLE`, the wall time and network
+  evaluations of an uncertainty map of K = 32 samples of one frame (a full run), on CPU and
+  CUDA when present; and the time of one network evaluation for a batch of 16 frames × 32
+  samples, from which the 16-frame time is the evaluations times that (measured, not run);
+- fidelity at the paper's protocol (10 emitters on the disc, i0 = 200, σ_y = 3) on held-out
+  frames: MSE to the true KDE of the sample mean and of ŷ = φ(x), LoG detection on both
+  (one-to-one matching), Spearman correlation of the per-pixel std with |mean − y| over pixels
+  where the truth or the mean exceeds 0.05, and the mean per-pixel std there;
+- the issue's bars, computed from the rows above.
+
+With the bundled weights the summary is recorded in ualm/pretrained/diffusion_quick.json
+(`ualm.pretrained.record_metrics`, keyed by the SHA-256 of the weights).
+
+    python benchmarks/diffusion.py [--frames 200] [--samples 8] [--slow-samples 4] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402
+
+import ualm  # noqa: E402
+from ualm import diffusion, pretrained  # noqa: E402
+from ualm.uncertainty import SAMPLER_TABLE, fidelity, uncertainty_map  # noqa: E402
+
+HELD_OUT_SEED = 20261127  # not a seed of the training stream (SimSource) nor of its validation set
+SLOW = 50  # samplers with more network evaluations than this get --slow-samples samples
+
+
+def evals_of(sampler: str, over: dict) -> int:
+    s = {**diffusion.SAMPLERS[sampler], **over}
+    return int(s["steps"]) if s["method"] == "ddim" else int(s.get("t0") or 100)
+
+
+def speed(psi, phi, device, frame) -> list[dict]:
+    psi, phi = psi.to(device), phi.to(device)
+    rows = []
+    cond = diffusion.condition(phi, frame.to(device)).repeat(512, 1, 1, 1)
+    y = torch.randn(512, 80, 80, device=device)
+    t = torch.full((512,), 50, device=device)
+    with torch.no_grad():
+        t_eval_512 = common.best_time(lambda: psi(y, cond, t), device, repeats=2, min_time=0.1)
+        t_eval_32 = common.best_time(lambda: psi(y[:32], cond[:32], t[:32]), device, repeats=3, min_time=0.1)
+    for label, (name, over) in SAMPLER_TABLE.items():
+        uncertainty_map(frame, psi, phi, 32, name, progress=False, **over)  # warm-up
+        common.sync(device)
+        t0 = time.perf_counter()
+        res = uncertainty_map(frame, psi, phi, 32, name, progress=False, **over)
+        common.sync(device)
+        sec = time.perf_counter() - t0
+        ev = res.info["evals_per_sample"]
+        rows.append({"device": str(device), "sampler": label, "evals_per_sample": ev,
+                     "one_frame_k32_seconds": sec, "one_eval_batch32_seconds": t_eval_32,
+                     "one_eval_batch512_seconds": t_eval_512,
+                     "batch16_k32_seconds_from_eval_time": ev * t_eval_512})
+        print(f"{device} {label:32s} evals {ev:4d}  K=32 one frame {sec:7.2f} s  "
+              f"16 frames ≈ {ev * t_eval_512:7.1f} s")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--samples", type=int, default=8, help="K for the fast samplers")
+    ap.add_argument("--slow-samples", type=int, default=4, help=f"K for samplers with > {SLOW} evaluations")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    psi, phi = pretrained.load("diffusion_quick", device="cpu"), pretrained.load("deepstorm_quick", device="cpu")
+    info = pretrained.manifest("diffusion_quick")
+    cfg = ualm.SimConfig()
+    sim = ualm.simulate_batch(args.frames, cfg, generator=ualm.make_generator(HELD_OUT_SEED), dtype=torch.float32)
+    x, y, theta, mask = sim["x"], sim["y"], sim["theta"], sim["mask"]
+
+    speed_rows = []
+    if not args.skip_speed:
+        for device in common.devices():
+            speed_rows += speed(psi, phi, device, x[0])
+        psi, phi = psi.to("cpu"), phi.to("cpu")
+
+    yhat = phi.predict(x)
+    rows = [fidelity("ŷ = φ(x)", yhat, y, theta, mask).as_row()]
+    print(rows[0])
+    for label, (name, over) in SAMPLER_TABLE.items():
+        k = args.slow_samples if evals_of(name, over) > SLOW else args.samples
+        t0 = time.perf_counter()
+        res = uncertainty_map(x, psi, phi, k, name, seed=1, progress=True, **over)
+        sec = time.perf_counter() - t0
+        row = fidelity(label, res.mean(), y, theta, mask, std=res.std(), n_samples=k,
+                       evals=res.info["evals_per_sample"], seconds=sec).as_row()
+        rows.append(row)
+        print({k2: (round(v, 5) if isinstance(v, float) else v) for k2, v in row.items()})
+
+    base = rows[0]
+    paper = next(r for r in rows if r["method"].startswith("paper"))
+
+    def meets_bar(r):  # no worse than ŷ: MSE, and detection within one percentage point
+        return (r["mse"] <= base["mse"] and r["recall"] >= base["recall"] - 0.01
+                and r["precision"] >= base["precision"] - 0.01)
+
+    fast = [r for r in rows[1:] if r["evals"] * 3 <= paper["evals"]]
+    meeting = [r for r in rows[1:] if meets_bar(r)]
+    cpu_speed = {r["sampler"]: r for r in speed_rows if r["device"] == "cpu"}
+    fastest = min(meeting, key=lambda r: r["evals"]) if meeting else None
+    bars = {
+        "gamma_T_paper": diffusion.schedule("paper").describe()["gamma_T"],
+        "gamma_T_cosine": diffusion.schedule("cosine").describe()["gamma_T"],
+        "samplers_meeting_yhat_bar": [r["method"] for r in meeting],
+        "fast_samplers_at_least_as_good_as_paper": [
+            r["method"] for r in fast if r["mse"] <= paper["mse"] and r["recall"] >= paper["recall"]],
+        "fastest_meeting_bar": fastest["method"] if fastest else None,
+        "fastest_meeting_bar_k32_seconds_cpu": (cpu_speed[fastest["method"]]["one_frame_k32_seconds"]
+                                                if fastest and cpu_speed else None),
+        "spearman_by_sampler": {r["method"]: r["spearman"] for r in rows[1:]},
+    }
+    print(bars)
+    payload = {"weights": "diffusion_quick", "weights_sha256": info["sha256"],
+               "protocol": {"frames": args.frames, "count": cfg.count, "i0": cfg.i0,
+                            "radius": cfg.radius, "sigma_y": cfg.sigma_y, "seed": HELD_OUT_SEED,
+                            "samples": args.samples, "slow_samples": args.slow_samples,
+                            "significant_level": 0.05},
+               "speed": speed_rows, "fidelity": rows, "bars": bars}
+    common.save("diffusion", payload, args.out)
+    if args.out is None:
+        pretrained.record_metrics("diffusion_quick", info["sha256"], {
+            "benchmark": "benchmarks/results/diffusion.json", "command": "python benchmarks/diffusion.py",
+            "protocol": payload["protocol"], "fidelity": rows, "bars": bars})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
