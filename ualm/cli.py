@@ -11,9 +11,8 @@ import sys
 import torch
 
 from .device import pick_device, pick_profile
-from .diffusion import train_diffusion
 from .pretrained import export_weights
-from .profiles import train_deepstorm
+from .profiles import train_deepstorm, train_diffusion
 from .train import dist_info
 
 

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .seeding import CHAINS, NOISE, make_generator, step_generator, step_seed
+from .train import SimSource
 
 
 def to_net(y: torch.Tensor) -> torch.Tensor:
@@ -210,8 +214,7 @@ SAMPLERS = {
 def chain_seed(seed: int, frame: int, sample: int) -> int:
     """The seed of the noise of chain (frame, sample): every chain draws its start and its step
     noises from its own generator, so a chain's samples do not depend on how chains are batched."""
-    from .train import step_seed
-    return step_seed(seed, frame, sample, stream=3)
+    return step_seed(seed, frame, sample, CHAINS)
 
 
 @torch.no_grad()
@@ -232,9 +235,6 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
 
     Returns samples (F, K, H, W) in KDE units (and the path when keep_path).
     """
-    from tqdm.auto import tqdm
-
-    from .camera import make_generator
     if cond.ndim != 4:
         raise ValueError(f"cond must have shape (F, C, H, W), got {tuple(cond.shape)}")
     if not isinstance(n_samples, int) or n_samples < 1:
@@ -333,12 +333,11 @@ class DiffusionSource:
     y, the condition c from the frozen φ, and the step t and noise ε of eq. 9.
 
     Frames come from `ualm.train.SimSource` (its seeded data stream); t and ε from a generator
-    seeded with step_seed(seed, step, rank, stream=2). Every batch, validation included, is a
+    seeded with step_seed(seed, step, rank, NOISE). Every batch, validation included, is a
     pure function of (seed, step, rank)."""
 
     def __init__(self, phi, sim_config, sched: Schedule, batch_size: int = 16, seed: int = 0,
                  cond=("yhat",)):
-        from .train import SimSource
         self.phi, self.sched, self.cond, self.seed = phi.eval(), sched, tuple(cond), seed
         self.sim = SimSource(sim_config, batch_size, seed)
 
@@ -347,59 +346,13 @@ class DiffusionSource:
                                self.seed + offset, self.cond)
 
     def batch(self, step: int, rank: int = 0, device="cpu") -> dict:
-        from .camera import make_generator
-        from .train import step_seed
         device = torch.device(device)
         b = self.sim.batch(step, rank, device)
         phi = self.phi.to(device)
         with torch.no_grad():
             yhat = phi(b["x"])
-        gen = make_generator(step_seed(self.seed, step, rank, stream=2), device)
+        gen = step_generator(self.seed, step, rank, NOISE, device)
         n = b["y"].shape[0]
         t = torch.randint(1, self.sched.T + 1, (n,), generator=gen, device=device)
         eps = torch.randn(b["y"].shape, generator=gen, device=device, dtype=b["y"].dtype)
         return dict(y=b["y"], cond=condition(phi, b["x"], self.cond, yhat), t=t, eps=eps)
-
-
-# ----------------------------------------------------------------------------- training profiles
-
-def profile_settings(profile: str) -> dict:
-    """Ψ's 'quick' (2-core CPU, the bundled weights) and 'full' (GPU, the paper's U-Net) runs."""
-    from .models.unet import PRESETS
-    from .train import TrainConfig
-    if profile == "quick":
-        return dict(model=PRESETS["small"],
-                    train=TrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=100,
-                                      val_every=200, val_batches=8, ckpt_every=100))
-    if profile == "full":
-        return dict(model=PRESETS["paper"],
-                    train=TrainConfig(steps=100_000, batch_size=32, lr=1e-4, warmup=1000,
-                                      val_every=2000, val_batches=16, ckpt_every=1000))
-    raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
-
-
-def train_diffusion(profile: str = "quick", out=None, device=None, model_overrides=None,
-                    train_overrides=None, phi_name: str = "deepstorm_quick", progress=True,
-                    resume=True, stop_after=None):
-    """Train Ψ on pairs (y, φ(x)) with φ frozen (bundled weights `phi_name`), through
-    `ualm.train.train`. Returns (model, TrainResult)."""
-    from .device import pick_device
-    from .models.deepstorm import training_sim_config
-    from .models.unet import UNet, UNetConfig
-    from .pretrained import load_deepstorm
-    from .train import train
-    s = profile_settings(profile)
-    mcfg = UNetConfig.from_dict({**s["model"].to_dict(), **(model_overrides or {})})
-    tcfg = s["train"].replace(**(train_overrides or {}))
-    device = pick_device(device)
-    with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
-        torch.random.default_generator.manual_seed(tcfg.seed)
-        model = UNet(mcfg)
-    phi = load_deepstorm(phi_name, device=device)
-    sched = schedule(mcfg.schedule)
-    data = DiffusionSource(phi, training_sim_config(), sched, tcfg.batch_size, tcfg.seed, mcfg.cond)
-    result = train(model, DiffusionLoss(sched), data, tcfg, out, val_data=data.shifted(10_000),
-                   device=device, progress=progress, resume=resume, stop_after=stop_after,
-                   extra={"model": "unet", "model_config": mcfg.to_dict(), "profile": profile,
-                          "phi": phi_name})
-    return model, result

@@ -5,7 +5,9 @@ a data set) on process `rank`, for one stream:
 
 - DATA (0): simulated batches (`ualm.train.SimSource`, `ualm.SMLMDataset`);
 - MODEL (1): the model's own random numbers while training (dropout);
-- 2, 3, ...: free for new uses.
+- NOISE (2): the step t and noise ε of the diffusion loss (`ualm.diffusion.DiffusionSource`);
+- CHAINS (3): a diffusion sampler's chain (frame f, sample k), as step = f, rank = k;
+- 4, 5, ...: free for new uses.
 
 With base = (seed · 1 000 003 + step) · 1009 + rank, the data stream's seed is base and any
 other stream's is 7 · base + stream · 0x9E3779B1, both modulo 2⁶³ − 1. The two forms differ for
@@ -23,6 +25,8 @@ import torch
 
 DATA = 0
 MODEL = 1
+NOISE = 2
+CHAINS = 3
 _MOD = 2**63 - 1
 
 

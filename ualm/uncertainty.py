@@ -4,12 +4,16 @@ isolated emitter peaks at 1), the units of `kde_moments`' MCMC maps.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
+from .detect import evaluate_kdes
 from .diffusion import SAMPLERS, condition, sample, schedule, step_path
+from .pretrained import load
 
 
 @dataclass
@@ -68,9 +72,6 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     network's ŷ_0 after every step (`.path`), for figures of the reverse process.
     Returns a SampleResult: .samples (F, K, uH, uW), .mean(), .var(), .std(), .yhat.
     """
-    import time
-
-    from .pretrained import load
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     if not isinstance(n_samples, int) or n_samples < 2:
@@ -136,9 +137,6 @@ class Fidelity:
 def fidelity(method: str, estimate: torch.Tensor, y: torch.Tensor, theta, mask, std=None,
              n_samples: int = 0, evals: int = 0, seconds: float = float("nan")) -> Fidelity:
     """Score an estimate (F, uH, uW) of the true KDEs y, with its per-pixel std when it has one."""
-    from scipy.stats import spearmanr
-
-    from .detect import evaluate_kdes
     est, y = estimate.detach().float().cpu(), y.detach().float().cpu()
     det = evaluate_kdes(est, theta, mask)
     rho = mean_std = float("nan")

@@ -330,3 +330,43 @@ def mcmc_explorer(**defaults):
         seed=W.IntText(value=d["seed"], description="seed"),
     )
     return explorer(functools.partial(mcmc_figure, **fixed), controls, "Metropolis–Hastings explorer")
+
+
+# --------------------------------------------------------------------------- chapter 5 (diffusion)
+
+def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame: int = 0):
+    """The reverse process of one chain of a `SampleResult` kept with keep_path=True: the
+    condition ŷ, the network's ŷ_0 of chain `sample` after step `step`, the spread (std over
+    the K chains) of ŷ_0 at that step, and the truth (if given). KDE units."""
+    if result.path is None:
+        raise ValueError("result has no path: call uncertainty_map(..., keep_path=True)")
+    path = result.path[frame].float().cpu()  # (K, S, H, W)
+    n_samples, n_steps = path.shape[:2]
+    step = int(step) % n_steps
+    sample = int(sample)
+    if not 0 <= sample < n_samples:
+        raise ValueError(f"sample must be in [0, {n_samples}), got {sample}")
+    t = result.info["path_t"][step]
+    panels = [(result.yhat[frame].float().cpu(), "condition ŷ = φ(x)"),
+              (path[sample, step], f"chain {sample}: ŷ_0 at t = {t}"),
+              (path[:, step].std(0), f"std over {n_samples} chains at t = {t}")]
+    if truth is not None:
+        panels.append((truth.float().cpu(), "truth y"))
+    fig, axes = plotting.subplots(len(panels), width=3.2, height=3.0)
+    for k, (ax, (img, title)) in enumerate(zip(axes, panels)):
+        std_panel = k == 2
+        plotting.show_kde(ax, img, title=title, label="std (KDE units)" if std_panel else "KDE units",
+                          vmin=0, vmax=None if std_panel else 1, cmap="magma" if std_panel else "inferno")
+    fig.suptitle(f"{result.info['sampler']} sampler, step {step + 1} of {n_steps} "
+                 f"({result.info['evals_per_sample']} network evaluations per sample)", fontsize=10)
+    return fig
+
+
+def diffusion_explorer(result, truth=None):
+    """Sliders over the steps and the chains of a SampleResult kept with keep_path=True;
+    nothing is resampled, the figure is redrawn from the stored path."""
+    n_samples, n_steps = result.path.shape[1:3]
+    controls = dict(step=_slider(int, n_steps - 1, 0, n_steps - 1, 1, "step"),
+                    sample=_slider(int, 0, 0, n_samples - 1, 1, "chain"))
+    return explorer(functools.partial(diffusion_figure, result, truth), controls,
+                    "reverse-process explorer")

@@ -16,6 +16,7 @@ import torch
 
 from ..device import pick_device
 from ..models.deepstorm import DeepSTORM, DeepSTORMConfig
+from ..models.unet import UNet, UNetConfig
 from ..train import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +35,7 @@ def register_model(name: str, model_cls: type, config_cls: type) -> None:
 
 
 register_model("deepstorm", DeepSTORM, DeepSTORMConfig)
+register_model("unet", UNet, UNetConfig)
 
 
 class WeightsError(ValueError):
