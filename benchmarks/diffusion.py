@@ -48,7 +48,7 @@ def evals_of(sampler: str, over: dict) -> int:
 def speed(psi, phi, device, frame) -> list[dict]:
     psi, phi = psi.to(device), phi.to(device)
     rows = []
-    cond = diffusion.condition(phi, frame.to(device)).repeat(512, 1, 1, 1)
+    cond = diffusion.condition(phi, frame[None].to(device)).repeat(512, 1, 1, 1)
     y = torch.randn(512, 80, 80, device=device)
     t = torch.full((512,), 50, device=device)
     with torch.no_grad():

@@ -112,3 +112,32 @@ def test_uncertainty_map_units_shapes_and_seeds(cond):
 def test_uncertainty_map_bad_inputs(frames, kw, err, match):
     with pytest.raises(err, match=match):
         uncertainty_map(frames, psi=_psi(), phi=_phi(), progress=False, **kw)
+
+
+def test_uncertainty_map_refuses_networks_of_the_wrong_kind():
+    x = torch.zeros(1, 20, 20) + 100
+    with pytest.raises(TypeError, match="psi must be the diffusion U-Net"):
+        uncertainty_map(x, psi=_phi(), phi=_phi(), progress=False)
+    with pytest.raises(TypeError, match="phi must be the DeepSTORM"):
+        uncertainty_map(x, psi=_psi(), phi=_psi(), progress=False)
+
+
+def test_bundled_diffusion_weights_load_verified():
+    psi = ualm.pretrained.load("diffusion_quick")
+    assert isinstance(psi, UNet) and not psi.training
+    info = ualm.pretrained.manifest("diffusion_quick")
+    assert info["model"] == "unet" and info["bytes"] <= 10 * 2**20
+    assert "train diffusion --profile quick" in info["command"]
+    with pytest.raises(ualm.pretrained.WeightsError, match="DeepSTORM"):
+        ualm.pretrained.load_deepstorm("diffusion_quick")
+
+
+def test_cli_trains_diffusion_and_resumes(tmp_path):
+    from ualm.cli import main
+    out = tmp_path / "run"
+    args = ["train", "diffusion", "--profile", "quick", "--out", str(out), "--device", "cpu",
+            "--steps", "2", "--batch-size", "2", "--width", "4", "--no-progress"]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert load_checkpoint(out)["step"] == 1
+    assert main(args + ["--cond", "yhat,frame", "--no-resume", "--stop-after", "1"]) == 0
+    assert load_checkpoint(out)["extra"]["model_config"]["cond"] == ["yhat", "frame"]

@@ -13,6 +13,8 @@ from scipy.stats import spearmanr
 
 from .detect import evaluate_kdes
 from .diffusion import SAMPLERS, condition, sample, schedule, step_path
+from .models.deepstorm import DeepSTORM
+from .models.unet import UNet
 from .pretrained import load
 
 
@@ -79,6 +81,10 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     x, _ = _frames(frames, shape)
     psi = psi if psi is not None else load("diffusion_quick")
     phi = phi if phi is not None else load("deepstorm_quick")
+    if not isinstance(psi, UNet):
+        raise TypeError(f"psi must be the diffusion U-Net Ψ (ualm.models.unet.UNet), got {type(psi).__name__}")
+    if not isinstance(phi, DeepSTORM):
+        raise TypeError(f"phi must be the DeepSTORM network φ, got {type(phi).__name__}")
     device = next(psi.parameters()).device
     x = x.to(device)
     settings = {**SAMPLERS[sampler], **overrides}
