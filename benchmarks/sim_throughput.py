@@ -41,9 +41,10 @@ def run(batches, dtype=torch.float32):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256, 1024])
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/sim_throughput.json)")
     args = p.parse_args(argv)
     rows = run(args.batches)
-    common.save("sim_throughput", {"config": "SimConfig() paper protocol, float32", "rows": rows})
+    common.save("sim_throughput", {"config": "SimConfig() paper protocol, float32", "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

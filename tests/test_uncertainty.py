@@ -141,3 +141,21 @@ def test_cli_trains_diffusion_and_resumes(tmp_path):
     assert load_checkpoint(out)["step"] == 1
     assert main(args + ["--cond", "yhat,frame", "--no-resume", "--stop-after", "1"]) == 0
     assert load_checkpoint(out)["extra"]["model_config"]["cond"] == ["yhat", "frame"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_paths_sampling_source_and_amp_training(tmp_path):
+    dev = torch.device("cuda")
+    x = _frames(2).to(dev)
+    psi, phi = _psi().to(dev), _phi().to(dev)
+    a = uncertainty_map(x, psi, phi, n_samples=4, sampler="ddim", steps=3, seed=1, progress=False)
+    b = uncertainty_map(x, psi, phi, n_samples=4, sampler="ddim", steps=3, seed=1, progress=False,
+                        batch_size=3)
+    assert a.samples.device.type == "cuda" and torch.allclose(a.samples, b.samples, atol=1e-4)
+    sched = D.schedule("paper")
+    src = D.DiffusionSource(phi, SIM, sched, batch_size=2, seed=0)
+    batch = src.batch(0, device=dev)
+    assert all(v.device.type == "cuda" for v in batch.values())
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, val_every=1, val_batches=1, ckpt_every=1, amp=True)
+    res = train(_psi(), D.DiffusionLoss(sched), src, cfg, tmp_path / "cuda", device=dev, progress=False)
+    assert res.step == 2 and np.isfinite(res.history[-1]["val_loss"])

@@ -220,7 +220,7 @@ def chain_seed(seed: int, frame: int, sample: int) -> int:
 @torch.no_grad()
 def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, method: str = "ancestral",
            start: str = "guided", t0: int | None = None, steps: int | None = None, eta: float = 0.0,
-           clip: bool = True, seed: int = 0, first_frame: int = 0, batch_size: int = 256,
+           clip: bool = True, seed: int = 0, first_frame: int = 0, batch_size: int | None = None,
            progress: bool = True, keep_path: bool = False):
     """Draw n_samples KDEs per frame from Ψ's reverse process.
 
@@ -230,7 +230,8 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
     (y_t0 ~ N(0, I), the paper) or "guided" (y_t0 ~ N(√γ_t0 ŷ, (1 − γ_t0) I)). t0 ≤ T: the
     first step (default T). clip: clip ŷ_0 to the KDE range [0, 2] at every step (`CLIP`).
     seed, first_frame: chain (f, k) draws from `chain_seed(seed, first_frame + f, k)`, so the
-    same seed gives the same samples whatever `batch_size` (chains per network call).
+    same seed gives the same samples whatever `batch_size` (chains per network call; default 32
+    on the CPU, where larger batches fall out of the cache and run slower per chain, 512 on CUDA).
     keep_path: also return the ŷ_0 predictions after every step, (F, K, n_steps, H, W).
 
     Returns samples (F, K, H, W) in KDE units (and the path when keep_path).
@@ -257,6 +258,8 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
         raise ValueError(f"steps must be None or t0 = {t0} for method='ancestral' "
                          f"(it takes every step), got {steps!r}")
     path = step_path(t0, method, steps)
+    if batch_size is None:
+        batch_size = 512 if cond.device.type == "cuda" else 32
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not torch.isfinite(cond).all():

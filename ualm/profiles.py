@@ -4,6 +4,8 @@ generic loop of `ualm.train`. The command line `python -m ualm train deepstorm|d
 `train_deepstorm` or `train_diffusion`."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .device import pick_device
@@ -14,6 +16,17 @@ from .pretrained import load_deepstorm
 from .train import SimSource, TrainConfig, train
 
 __all__ = ["deepstorm_settings", "train_deepstorm", "diffusion_settings", "train_diffusion"]
+
+
+def env_overrides() -> dict:
+    """Training overrides from the environment: UALM_TRAIN_STEPS caps the number of steps (for
+    smoke runs of the full profile, e.g. benchmarks/gpu_check.sh); explicit overrides win."""
+    steps = os.environ.get("UALM_TRAIN_STEPS")
+    if not steps:
+        return {}
+    if not steps.isdigit() or int(steps) < 1:
+        raise ValueError(f"UALM_TRAIN_STEPS must be a positive integer, got {steps!r}")
+    return {"steps": int(steps)}
 
 
 def deepstorm_settings(profile: str) -> dict:
@@ -36,7 +49,7 @@ def train_deepstorm(profile: str = "quick", out=None, device=None, model_overrid
     `profile`, changed by the overrides. Returns (model, TrainResult)."""
     s = deepstorm_settings(profile)
     mcfg = DeepSTORMConfig.from_dict({**s["model"].to_dict(), **(model_overrides or {})})
-    tcfg = s["train"].replace(**(train_overrides or {}))
+    tcfg = s["train"].replace(**{**env_overrides(), **(train_overrides or {})})
     sim = sim_config or training_sim_config()
     device = pick_device(device)
     with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
@@ -69,7 +82,7 @@ def train_diffusion(profile: str = "quick", out=None, device=None, model_overrid
     `phi_name`), with the settings of `profile`. Returns (model, TrainResult)."""
     s = diffusion_settings(profile)
     mcfg = UNetConfig.from_dict({**s["model"].to_dict(), **(model_overrides or {})})
-    tcfg = s["train"].replace(**(train_overrides or {}))
+    tcfg = s["train"].replace(**{**env_overrides(), **(train_overrides or {})})
     device = pick_device(device)
     with torch.random.fork_rng(devices=[]):  # initial weights from tcfg.seed, global RNG untouched
         torch.random.default_generator.manual_seed(tcfg.seed)

@@ -63,7 +63,7 @@ def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
 
 
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str = "ddim", *,
-                    seed: int = 0, batch_size: int = 256, progress: bool = True, shape=(20, 20),
+                    seed: int = 0, batch_size: int | None = None, progress: bool = True, shape=(20, 20),
                     keep_path: bool = False, **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
