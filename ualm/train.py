@@ -14,8 +14,12 @@ It is built from three pieces, so that the diffusion model reuses it unchanged:
 the loss on a fixed seeded validation set every `val_every` steps, and writes a checkpoint
 atomically (temporary file, then `os.replace`) every `ckpt_every` steps and at the end. A
 checkpoint holds the model, optimizer, scheduler, AMP scaler, step, the training configuration,
-the world size and the history. Calling `train` again with the same `out` directory resumes from
-the last checkpoint, after checking that it belongs to the same run (`check_resume`). On CUDA it
+the world size and the history, and a checksum of all of it (`ualm.checkpoints`): a checkpoint
+whose contents changed after it was written, or whose weights or optimizer state are not
+finite, is refused. Calling `train` again with the same `out` directory resumes from the last
+checkpoint, after checking that it belongs to the same run (`check_resume`). SIGINT (Ctrl-C)
+or SIGTERM during training finish the current step, write a checkpoint and raise
+`TrainingInterrupted` (a KeyboardInterrupt) naming it; a second Ctrl-C stops at once. On CUDA it
 uses automatic mixed precision. Launched under `torchrun` (the environment variable
 WORLD_SIZE > 1) it trains data-parallel with DistributedDataParallel (NCCL on CUDA with device
 cuda:LOCAL_RANK, gloo on CPU); rank 0 alone writes checkpoints and logs.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,22 +42,24 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
+# the checkpoint names live in ualm.checkpoints and stay importable from here
+from .checkpoints import (CHECKPOINT_NAME, FORMAT, STOP_SIGNALS, CheckpointError,  # noqa: F401
+                          StopSignals, TrainingInterrupted, load_checkpoint, save_checkpoint,
+                          state_digest, verify_checkpoint)
 from .seeding import DATA, MODEL, step_generator, step_seed
 from .simulate import SimConfig, simulate_batch
 
-CHECKPOINT_NAME = "checkpoint.pt"
+_FORMAT = FORMAT  # kept for older callers
 _CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
-_FORMAT = "ualm-checkpoint-1"
 # TrainConfig fields that must agree between a checkpoint and the run resuming from it (the
 # logging/checkpointing cadences may change; a different `steps` changes the LR schedule).
 RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_factor",
                "grad_clip", "seed", "amp")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, corrupt or from something else."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,24 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     amp: bool = True  # only used on CUDA
+
+    def __post_init__(self):
+        ints = dict(steps=0, batch_size=1, warmup=0, val_every=1, val_batches=0, ckpt_every=1,
+                    log_every=1)  # field -> smallest allowed value
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.min_lr_factor, (int, float)) and 0 <= self.min_lr_factor <= 1):
+            raise ValueError(f"TrainConfig.min_lr_factor must lie in [0, 1], got {self.min_lr_factor!r}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
+                                               and self.grad_clip > 0):
+            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
 
     def replace(self, **kw) -> "TrainConfig":
         return replace(self, **kw)
@@ -121,48 +146,6 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path, state: dict) -> Path:
-    """Write `state` with torch.save to a temporary file beside `path`, then os.replace it: a
-    crash mid-write never leaves a half-written checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by `train` (with weights_only=True: no code runs on load).
-    Raises CheckpointError naming the file when it is missing, unreadable or incomplete."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, garbage bytes, foreign pickle, ...
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint "
-                              f"({type(err).__name__}: {str(err)[:200]})") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {type(state).__name__})")
-    missing = [k for k in _CKPT_KEYS if k not in state]
-    if missing or state.get("format") != _FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a ualm training checkpoint "
-                              f"(missing keys {missing}, format {state.get('format')!r})")
-    return state
-
-
 # ----------------------------------------------------------------------------- distributed
 
 def dist_info() -> tuple[int, int, int]:
@@ -172,7 +155,6 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def _setup_distributed(device: torch.device):
-    import torch.distributed as dist
     rank, local_rank, world = dist_info()
     if world <= 1:
         return rank, world, False
@@ -257,6 +239,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     metrics_fn(model) -> dict: optional extra validation metrics, logged with the loss.
     stop_after: stop (after checkpointing) once this many steps ran in this call; for tests
       that simulate an interruption.
+    On SIGINT or SIGTERM (main thread only; the caller's handlers are restored on return) the
+    current step finishes, rank 0 writes the checkpoint and every rank raises
+    `TrainingInterrupted` naming the step and the file; resume by calling `train` again.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if dist_info()[2] > 1 and device.type == "cuda":
@@ -272,13 +257,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
 
 def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progress, extra,
            metrics_fn, stop_after) -> TrainResult:
-    from tqdm.auto import tqdm
-
     rank, world, distributed = _setup_distributed(device)
     model.to(device)
     net = model
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
@@ -334,53 +316,75 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
     t0 = time.time() - (history[-1]["time"] if history and "time" in history[-1] else 0.0)
     ran, last_loss = 0, float("nan")
     try:
-        while step < config.steps:
-            if stop_after is not None and ran >= stop_after:
-                checkpoint()
-                break
-            batch = data.batch(step, rank, device)
-            _seed_step(step_seed(config.seed, step, rank, MODEL), device)  # dropout etc.
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = loss_fn(net, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            ran += 1
-            last_loss = float(loss.detach())
-            bar.update(1)
-            record = None
-            if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
-                          "time": time.time() - t0}
-            if val_batches and (step % config.val_every == 0 or step == config.steps):
-                record = record or {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
-                                    "time": time.time() - t0}
-                record["val_loss"] = evaluate(model, loss_fn, val_batches)
-                if metrics_fn is not None and rank == 0:
-                    record.update(metrics_fn(model))
-                bar.set_postfix(val=f"{record['val_loss']:.2e}")
-            if record is not None:
-                history.append(record)
-                bar.set_postfix(loss=f"{last_loss:.2e}", **({"val": f"{record['val_loss']:.2e}"}
-                                                          if "val_loss" in record else {}))
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-            if step % config.ckpt_every == 0 or step == config.steps:
-                checkpoint()
+        with StopSignals() as stopper:  # SIGINT/SIGTERM: checkpoint, then TrainingInterrupted
+            while step < config.steps:
+                signum = _stop_requested(stopper, distributed, device)
+                if signum:  # rank 0 writes the checkpoint, every rank stops at this step
+                    raise TrainingInterrupted(signum, step,
+                                              checkpoint() if rank == 0 else ckpt_path)
+                if stop_after is not None and ran >= stop_after:
+                    checkpoint()
+                    break
+                last_loss = _step(net, model, loss_fn, data.batch(step, rank, device), opt, sched,
+                                  scaler, config, step, rank, device, use_amp, amp_dtype)
+                step += 1
+                ran += 1
+                bar.update(1)
+                record = None
+                if step % config.log_every == 0 or step == config.steps:
+                    record = {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
+                              "time": time.time() - t0}
+                if val_batches and (step % config.val_every == 0 or step == config.steps):
+                    record = record or {"step": step, "loss": last_loss,
+                                        "lr": sched.get_last_lr()[0], "time": time.time() - t0}
+                    record["val_loss"] = evaluate(model, loss_fn, val_batches)
+                    if metrics_fn is not None and rank == 0:
+                        record.update(metrics_fn(model))
+                if record is not None:
+                    history.append(record)
+                    bar.set_postfix(loss=f"{last_loss:.2e}", **(
+                        {"val": f"{record['val_loss']:.2e}"} if "val_loss" in record else {}))
+                    if log is not None:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                if step % config.ckpt_every == 0 or step == config.steps:
+                    checkpoint()
     finally:
         bar.close()
         if log is not None:
             log.close()
-    return TrainResult(model=model, step=step, history=history, checkpoint=ckpt_path)
+    written = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
+    return TrainResult(model=model, step=step, history=history, checkpoint=written)
+
+
+def _step(net, model, loss_fn, batch, opt, sched, scaler, config, step, rank, device, use_amp,
+          amp_dtype) -> float:
+    """One optimizer step on `batch`; returns the loss."""
+    _seed_step(step_seed(config.seed, step, rank, MODEL), device)  # dropout etc.
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        loss = loss_fn(net, batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {float(loss)} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if config.grad_clip:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return float(loss.detach())
+
+
+def _stop_requested(stopper: StopSignals, distributed: bool, device) -> int:
+    """The signal number that asked to stop (0: none). Under DDP every rank stops at the same
+    step: the largest signal number over the ranks wins (one small all-reduce per step)."""
+    signum = int(stopper.received or 0)
+    if distributed:
+        flag = torch.tensor([signum], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum
 
 
 def _shifted(data, offset: int):
