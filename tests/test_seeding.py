@@ -149,6 +149,7 @@ def test_load_builds_the_network_named_by_the_manifest(tmp_path):
     info = _copy_bundled(tmp_path)
     info["model"] = "nonet"
     (tmp_path / "deepstorm_quick.json").write_text(json.dumps(info))
+    pretrained.stamp_model_digest("deepstorm_quick", tmp_path)  # a deliberate edit
     with pytest.raises(pretrained.WeightsError, match="'nonet', which is not registered"):
         pretrained.load("deepstorm_quick", directory=tmp_path)
 
@@ -172,6 +173,7 @@ def test_load_builds_the_network_named_by_the_manifest(tmp_path):
         pretrained.MODELS.pop("nonet")
     info["model"], info["model_config"]["widht"] = "deepstorm", 3
     (tmp_path / "deepstorm_quick.json").write_text(json.dumps(info))
+    pretrained.stamp_model_digest("deepstorm_quick", tmp_path)
     with pytest.raises(pretrained.WeightsError, match="bad model_config"):
         pretrained.load("deepstorm_quick", directory=tmp_path)
     with pytest.raises(TypeError, match="from_dict"):

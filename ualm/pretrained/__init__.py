@@ -5,6 +5,13 @@ manifest `NAME.json` beside it: the file's SHA-256, the model ("model": a regist
 "deepstorm") and its configuration ("model_config"), the exact command that reproduces it and the
 metrics it reaches. `load(NAME)` builds any registered network from its manifest;
 `register_model` adds a network kind.
+
+Two checksums guard a manifest: "sha256", of the weight file, and "model_sha256", of the
+manifest's model part (MODEL_KEYS: the weight file's name, checksum and dtype, the model name
+and its configuration, which holds everything that changes how the weights are built and how
+inputs are normalised, e.g. DeepSTORM's camera offset, gain and photon scale). `load` verifies
+both, so an edited offset is refused rather than used. `model_digest` computes the second;
+`stamp_model_digest` writes it into a manifest after a deliberate edit.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import torch
 from ..device import pick_device
 from ..models.deepstorm import DeepSTORM, DeepSTORMConfig
 from ..models.unet import UNet, UNetConfig
-from ..train import load_checkpoint
+from ..checkpoints import CheckpointError, load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 # manifest "model" name -> (model class, config class with from_dict); see register_model
@@ -40,6 +47,58 @@ register_model("unet", UNet, UNetConfig)
 
 class WeightsError(ValueError):
     """Missing, corrupt or mismatching bundled weights."""
+
+
+# the manifest fields that say which network the weights build, and how (see model_digest)
+MODEL_KEYS = ("file", "sha256", "dtype", "model", "model_config")
+MODEL_DIGEST_KEY = "model_sha256"
+
+
+def model_digest(info: dict) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, no NaN) of manifest `info`'s
+    model part, MODEL_KEYS. Raises WeightsError naming a missing field."""
+    missing = [k for k in MODEL_KEYS if k not in info]
+    if missing:
+        raise WeightsError(f"manifest lacks {missing}: it does not say which network to build")
+    part = json.loads(json.dumps({k: info[k] for k in MODEL_KEYS}))  # tuples -> lists, as on disk
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _write_manifest(path: Path, info: dict) -> Path:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=float) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def stamp_model_digest(name: str, directory=None) -> Path:
+    """Write "model_sha256" (`model_digest`) into manifest NAME.json, in place, changing
+    nothing else: for manifests written before the field existed, or after a deliberate edit
+    of the model part. It trusts the manifest as it stands, so check it first."""
+    directory = Path(directory or HERE)
+    info = manifest(name, directory)
+    info[MODEL_DIGEST_KEY] = model_digest(info)
+    return _write_manifest(directory / f"{name}.json", info)
+
+
+def verify_manifest(info: dict, name: str = "?") -> None:
+    """Raise WeightsError when manifest `info` lacks its model part or "model_sha256", or
+    when the model part no longer matches "model_sha256"."""
+    if not isinstance(info.get("model_config"), dict):
+        raise WeightsError(f"manifest {name!r} has no model_config (a dict of the network's "
+                           f"settings), so the network cannot be built")
+    if not isinstance(info.get("model"), str):
+        raise WeightsError(f"manifest {name!r} does not name its model (\"model\")")
+    stored = info.get(MODEL_DIGEST_KEY)
+    if stored is None:
+        raise WeightsError(f"manifest {name!r} has no {MODEL_DIGEST_KEY}: its model part cannot be "
+                           f"verified (check it, then ualm.pretrained.stamp_model_digest({name!r}))")
+    digest = model_digest(info)
+    if digest != stored:
+        raise WeightsError(f"manifest {name!r} was edited: its model part ({', '.join(MODEL_KEYS)}) "
+                           f"has SHA-256 {digest}, but {MODEL_DIGEST_KEY} says {stored}")
 
 
 def sha256(path) -> str:
@@ -86,13 +145,14 @@ def load(name: str, device=None, directory=None) -> torch.nn.Module:
     """The network of bundled weights `name`, built from its manifest (the registered "model"
     and its "model_config"), after checking the SHA-256; in eval mode and float32 on `device`."""
     info = manifest(name, directory)
-    kind = info.get("model")
+    verify_manifest(info, name)
+    kind = info["model"]
     if kind not in MODELS:
         raise WeightsError(f"manifest {name!r} names model {kind!r}, which is not registered "
                            f"(known: {sorted(MODELS)}; see ualm.pretrained.register_model)")
     model_cls, config_cls = MODELS[kind]
     try:
-        config = config_cls.from_dict(info.get("model_config", {}))
+        config = config_cls.from_dict(info["model_config"])
     except (TypeError, ValueError) as err:
         raise WeightsError(f"manifest {name!r} has a bad model_config for {kind!r}: {err}") from err
     model = model_cls(config)
@@ -119,9 +179,16 @@ def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, c
 
     Everything in the manifest is written here, from the checkpoint: SHA-256, size, model and
     training configuration, world size, the command (passed by the CLI), the total training time
-    (wall clock, cumulative over resumed runs) and the history. `metrics` starts empty (or as
-    given); `benchmarks/deepstorm.py` fills it for the weights it measured (`record_metrics`)."""
-    state = load_checkpoint(checkpoint)
+    (wall clock, cumulative over resumed runs), the history and the model part's checksum
+    ("model_sha256"). `metrics` starts empty (or as given); the benchmarks fill it for the
+    weights they measured (`record_metrics`). A checkpoint that fails verification (checksum,
+    non-finite values) or does not record its model and model_config raises CheckpointError."""
+    state = load_checkpoint(checkpoint)  # verified: checksum and finite values, or CheckpointError
+    extra = state.get("extra") or {}
+    if not isinstance(extra.get("model"), str) or not isinstance(extra.get("model_config"), dict):
+        raise CheckpointError(f"checkpoint {checkpoint} does not record its model and model_config "
+                              f"(extra={sorted(extra)}): the weights could not be rebuilt from a "
+                              f"manifest; train through ualm.profiles or pass them in `extra`")
     directory = Path(directory or HERE)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().clone()
@@ -133,9 +200,9 @@ def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, c
     info = {
         "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
         "dtype": str(dtype).replace("torch.", ""),
-        "model": state.get("extra", {}).get("model", "deepstorm"),
-        "model_config": state.get("extra", {}).get("model_config", {}),
-        "profile": state.get("extra", {}).get("profile"),
+        "model": extra["model"],
+        "model_config": extra["model_config"],
+        "profile": extra.get("profile"),
         "train_config": state["config"], "steps": state["step"],
         "world_size": state.get("world_size", 1),
         "torch": torch.__version__,
@@ -146,7 +213,8 @@ def export_weights(checkpoint, name: str, directory=None, dtype=torch.float32, c
         "history": [{k: h[k] for k in ("step", "loss", "val_loss", "lr", "time") if k in h}
                     for h in hist],
     }
-    (directory / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+    info[MODEL_DIGEST_KEY] = model_digest(info)
+    _write_manifest(directory / f"{name}.json", info)
     return path
 
 
@@ -159,8 +227,4 @@ def record_metrics(name: str, sha: str, metrics: dict, directory=None) -> Path:
         raise WeightsError(f"metrics were measured on weights {sha}, but manifest {name!r} "
                            f"describes {info.get('sha256')}")
     info["metrics"] = {"weights_sha256": sha, **metrics}
-    path = directory / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=float) + "\n")
-    tmp.replace(path)
-    return path
+    return _write_manifest(directory / f"{name}.json", info)
