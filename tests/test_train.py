@@ -97,7 +97,7 @@ def test_train_deepstorm_initial_weights_depend_only_on_seed(tmp_path):
     assert not torch.equal(m1.stem[0].weight, m3.stem[0].weight)
 
 
-def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
     torch.set_num_threads(1)
     train(_model(), deepstorm_loss, _source(), CFG, tmp_path / "r", progress=False, stop_after=1,
           extra={"model_config": {"width": 4}})
@@ -117,8 +117,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     args = ["train", "deepstorm", "--profile", "quick", "--out", str(tmp_path / "c"), "--device", "cpu",
             "--width", "4", "--hr-width", "2", "--batch-size", "2", "--steps", "2", "--no-progress"]
     assert main(args) == 0
-    with pytest.raises(CheckpointError, match="width"):
+    with pytest.raises(SystemExit) as stop:  # one line on stderr, exit status 2
         main([a if a != "4" else "6" for a in args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "belongs to a different run" in err and "width" in err and "Traceback" not in err
     # --no-resume starts afresh, with a fresh log (not appended to the old run's)
     assert main([a if a != "4" else "6" for a in args] + ["--no-resume"]) == 0
     log = [json.loads(line) for line in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]

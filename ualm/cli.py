@@ -1,19 +1,72 @@
 """Command line: `python -m ualm train deepstorm --profile quick|full --out DIR` (console script
 `ualm`). Training resumes from DIR/checkpoint.pt when it exists; `--export NAME` writes bundled
 weights (NAME.pt + NAME.json) from the final checkpoint. Under `torchrun` it trains with
-DistributedDataParallel."""
+DistributedDataParallel. Ctrl-C or SIGTERM write a checkpoint before the program exits (status
+128 + signal number); run the same command again to resume.
+
+Bad arguments (a step count below 1, an --out that cannot be made a writable directory, a thread
+count below 1, ...) and unusable checkpoints or weights end with one line
+`ualm: error: ...` and exit status 2, as argparse does, not with a traceback."""
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
+from .checkpoints import CheckpointError, TrainingInterrupted
 from .device import pick_device, pick_profile
-from .pretrained import export_weights
+from .pretrained import WeightsError, export_weights
 from .profiles import train_deepstorm, train_diffusion
 from .train import dist_info
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = True, high_open: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if not math.isfinite(value) or too_low or too_high:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"must lie in {lo}{low:g}, {high:g}{hi}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def writable_dir_problem(path) -> str | None:
+    """Why `path` cannot be used as an output directory, or None when it can: it is created
+    (with its parents) when missing, and a temporary file is written into it and removed."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        return f"cannot write to {path} ({err.strerror or type(err).__name__})"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,17 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="quick: small CPU model; full: paper-scale GPU run (default: by device)")
     t.add_argument("--out", required=True, help="directory for checkpoint.pt and log.jsonl")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: UALM_DEVICE or auto)")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--width", type=int)
-    t.add_argument("--hr-width", type=int)
-    t.add_argument("--dropout", type=float)
+    t.add_argument("--steps", type=_int_at_least(1), help="total optimizer steps (>= 1)")
+    t.add_argument("--batch-size", type=_int_at_least(1))
+    t.add_argument("--lr", type=_float_in(0.0, math.inf))
+    t.add_argument("--seed", type=_int_at_least(0))
+    t.add_argument("--width", type=_int_at_least(1))
+    t.add_argument("--hr-width", type=_int_at_least(1))
+    t.add_argument("--dropout", type=_float_in(0.0, 1.0, low_open=False))
     t.add_argument("--cond", default=None,
                    help="diffusion only: conditioning inputs, comma-separated from yhat,frame")
-    t.add_argument("--threads", type=int, help="torch.set_num_threads on CPU")
-    t.add_argument("--stop-after", type=int, default=None,
+    t.add_argument("--threads", type=_int_at_least(1), help="torch.set_num_threads on CPU (>= 1)")
+    t.add_argument("--stop-after", type=_int_at_least(1), default=None,
                    help="checkpoint and exit after this many steps in this call (resume later)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     t.add_argument("--no-progress", action="store_true")
@@ -53,16 +106,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for flag in ("out", "export_dir"):
+        where = getattr(args, flag, None)
+        problem = writable_dir_problem(where) if where is not None else None
+        if problem:
+            parser.error(f"--{flag.replace('_', '-')}: {problem}")
+    try:
+        return _run(args, argv, parser)
+    except TrainingInterrupted as stop:
+        print(f"ualm: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except (CheckpointError, WeightsError) as err:  # one line, no traceback
+        parser.exit(2, f"ualm: error: {err}\n")
+
+
+def _run(args, argv, parser) -> int:
     if args.command == "export":
         path = export_weights(args.checkpoint, args.name, args.export_dir,
                               dtype=getattr(torch, args.export_dtype))
         print(f"wrote {path}")
         return 0
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    profile = pick_profile(args.profile, device)
+    try:
+        device = pick_device(args.device)
+    except (ValueError, RuntimeError) as err:  # unknown device string, CUDA absent
+        parser.error(f"--device: {err}")
+    try:
+        profile = pick_profile(args.profile, device)
+    except ValueError as err:  # a bad UALM_PROFILE
+        parser.error(f"--profile: {err}")
     model_over = {k: v for k, v in dict(width=args.width, hr_width=args.hr_width,
                                         dropout=args.dropout).items() if v is not None}
     train_over = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
