@@ -9,6 +9,8 @@ gives its scalars as a JSON-ready dict, and `ualm.tables.markdown_table` shows a
 - `detection_protocol`: the paper's metrics table, φ with and without sub-pixel refinement and
   the oracle rows (`DetectionResult`, one `MethodResult` per key: "network_subpixel",
   "network_grid", "oracle_3", "oracle_1.5", ...); `density_sweep` repeats it per emitter count.
+- `detector_sweep`: the same detector at other LoG settings (`min_sigma`, `overlap`) on given
+  KDEs, e.g. the oracle's: how much a "ceiling" owes to the detector.
 - `isolated_vs_crlb`: lateral RMSE of φ on isolated emitters against the lateral CRLB
   (`IsolatedResult`).
 """
@@ -29,8 +31,8 @@ from .psf import expected_frame
 from .simulate import SimConfig, isolated_emitters, simulate_batch
 
 __all__ = ["CRLBCheck", "mle_vs_crlb", "simulate_and_predict", "lateral_crlb", "MethodResult",
-           "DetectionResult", "detection_protocol", "density_sweep", "IsolatedResult",
-           "isolated_vs_crlb", "method_key", "rows_by_key"]
+           "DetectionResult", "detection_protocol", "density_sweep", "detector_sweep",
+           "IsolatedResult", "isolated_vs_crlb", "method_key", "rows_by_key"]
 
 
 # ----------------------------------------------------------------------------- MLE vs CRLB
@@ -238,6 +240,29 @@ def density_sweep(model, config: SimConfig, counts, n_frames: int, seed: int,
     return {c: detection_protocol(model, config.replace(count=c), n_frames, seed=seed + k,
                                   oracle_sigmas=oracle_sigmas)
             for k, c in enumerate(tqdm(counts, desc="density", disable=not progress))}
+
+
+def detector_sweep(kdes, theta, mask, sigma_y: float, min_sigmas, overlaps,
+                   threshold: float = 0.3, refine: str | None = "quadratic",
+                   upsample: int = 4, progress: bool = False) -> list[dict]:
+    """`evaluate_kdes` on the same KDEs for every LoG setting (min_sigma, overlap) of the grid
+    min_sigmas × overlaps, other settings as in `detection_protocol`. min_sigma is the smallest
+    LoG scale in KDE px (the default is σ_y/2), overlap the largest fraction by which two blobs
+    may overlap before the smaller is dropped (default 0.5; 1 keeps both). Returns one row per
+    setting: min_sigma, overlap, default (True for σ_y/2 and 0.5) and the metrics' `as_row()`."""
+    grid = [(float(ms), float(ov)) for ms in min_sigmas for ov in overlaps]
+    if not grid:
+        raise ValueError("min_sigmas and overlaps must each hold at least one value")
+    for ms, ov in grid:
+        if ms <= 0 or not 0 <= ov <= 1:
+            raise ValueError(f"min_sigmas must be > 0 and overlaps in [0, 1], got {ms}, {ov}")
+    rows = []
+    for ms, ov in tqdm(grid, desc="detector settings", disable=not progress):
+        m = evaluate_kdes(kdes, theta, mask, sigma_y=sigma_y, refine=refine, threshold=threshold,
+                          upsample=upsample, min_sigma=ms, overlap=ov)
+        rows.append({"min_sigma": ms, "overlap": ov,
+                     "default": ms == sigma_y / 2 and ov == 0.5, **m.as_row()})
+    return rows
 
 
 # ----------------------------------------------------------------------------- isolated emitters
