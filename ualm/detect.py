@@ -276,7 +276,9 @@ def nearest_match_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_
 
 def oracle_kdes(theta, mask=None, sigma_y: float = SIGMA_Y, shape=SHAPE, upsample: int = UPSAMPLE):
     """The true KDE y of θ at width σ_y (peak-normalised): what a perfect network would output.
-    Running the detector on it gives the ceiling any network can reach at that σ_y."""
+    Running the detector on it measures what such a network would score at that σ_y with that
+    detector and its settings: a reference, not a bound on every network (the score moves with
+    the LoG settings, see `ualm.protocols.detector_sweep`)."""
     return kde(theta, shape, sigma_y, upsample, mask=mask, normalize="peak")
 
 
