@@ -9,6 +9,8 @@ import torch
 from . import checks
 from .seeding import make_generator  # noqa: F401  (ualm.camera.make_generator, as before)
 
+_NAMES = ("gain", "offset", "read_var")
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -23,14 +25,23 @@ class Camera:
     read_var: float | torch.Tensor = 5.0
 
     def __post_init__(self):
-        checks.positive(self.gain, "gain")
-        checks.as_tensor(self.offset, "offset")
-        checks.nonnegative(self.read_var, "read_var")
+        maps = (checks.positive(self.gain, "gain"), checks.as_tensor(self.offset, "offset"),
+                checks.nonnegative(self.read_var, "read_var"))
+        for name, t in zip(_NAMES, maps):
+            if t.ndim not in (0, 2):
+                raise ValueError(f"{name} must be a number or an (H, W) map, got shape "
+                                 f"{tuple(t.shape)}")
 
     def maps(self, like: torch.Tensor):
-        """(g, o, w²) as tensors on the device and dtype of `like`."""
+        """(g, o, w²) as tensors on the device and dtype of `like`, an image (..., H, W); an
+        (H, W) map must match its last two axes."""
         kw = dict(dtype=like.dtype, device=like.device)
-        return tuple(torch.as_tensor(v, **kw) for v in (self.gain, self.offset, self.read_var))
+        out = tuple(torch.as_tensor(v, **kw) for v in (self.gain, self.offset, self.read_var))
+        for name, t in zip(_NAMES, out):
+            if t.ndim and (like.ndim < 2 or t.shape != like.shape[-2:]):
+                raise ValueError(f"{name} is a {tuple(t.shape)} map but the frames are "
+                                 f"{tuple(like.shape[-2:])}: a per-pixel map must match H × W")
+        return out
 
     def excess(self, like: torch.Tensor) -> torch.Tensor:
         """Read-noise variance in photon units, w²/g²: what the Poisson approximation adds to ω."""

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from . import checks
 from .camera import Camera
 from .defaults import I0, SHAPE, SIGMA_X
 from .likelihood import PARAMS, check_params, param_names  # noqa: F401  (ualm.fisher.param_names)
@@ -84,6 +85,10 @@ def crlb(theta, i0=I0, sigma=SIGMA_X, background=0.0, camera: Camera = Camera(),
     """Cramér–Rao lower bound on the standard deviation of each parameter, (..., P):
     sqrt(diag(I⁻¹)), in the parameters' own units (pixels for x and y)."""
     info = fisher_information(theta, i0, sigma, background, camera, shape, params, method)
+    if (torch.linalg.cholesky_ex(info)[1] != 0).any():
+        raise ValueError("the Fisher information is singular, so some parameter cannot be "
+                         "estimated: check i0 (> 0 for every emitter) and theta (no two emitters "
+                         "on the same spot)")
     return torch.sqrt(torch.diagonal(torch.linalg.inv(info), dim1=-2, dim2=-1))
 
 
@@ -92,11 +97,15 @@ def mortensen_std(photons, background, sigma=SIGMA_X, pixel: float = 1.0, exact:
     var = σa²/N · (1 + 4τ + sqrt(2τ/(1 + 4τ))), σa² = σ² + a²/12, τ = 2πσa²b/(N a²); with
     exact=True his integral form var = σa²/N / (1 + ∫₀¹ ln t / (1 + t/τ) dt) instead.
     photons N, background b (photons per pixel) and sigma in the units of `pixel`."""
-    n = torch.as_tensor(photons, dtype=torch.float64)
-    b = torch.as_tensor(background, dtype=torch.float64)
-    if (n <= 0).any() or (b < 0).any() or sigma <= 0:
-        raise ValueError("photons and sigma must be > 0 and background >= 0")
-    n, b = torch.broadcast_tensors(n, b)
+    n = checks.positive(photons, "photons", dtype=torch.float64)
+    b = checks.nonnegative(background, "background", dtype=torch.float64, device=n.device)
+    sigma = float(checks.positive(sigma, "sigma"))
+    pixel = float(checks.positive(pixel, "pixel"))
+    try:
+        n, b = torch.broadcast_tensors(n, b)
+    except RuntimeError as err:
+        raise ValueError(f"photons {tuple(n.shape)} and background {tuple(b.shape)} do not "
+                         "broadcast") from err
     sa2 = sigma**2 + pixel**2 / 12.0
     tau = 2 * math.pi * sa2 * b / (n * pixel**2)
     if not exact:

@@ -15,12 +15,26 @@ from .defaults import I0, SHAPE, SIGMA_X
 _SQRT2 = math.sqrt(2.0)
 
 
-def pixel_integral(u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def pixel_integral(u, mu, sigma) -> torch.Tensor:
     """ΔE(u; μ, σ) = ∫ N(t; μ, σ²) dt over the unit pixel [u - 1/2, u + 1/2] (eq. 12).
 
-    Written with erfc on the side of the pixel away from μ so that far tails keep their
-    relative precision (a plain erf difference cancels to 0 there).
+    u, mu, sigma: numbers or tensors that broadcast (on one device); σ > 0. Written with erfc
+    on the side of the pixel away from μ so that far tails keep their relative precision (a
+    plain erf difference cancels to 0 there).
     """
+    u = checks.as_tensor(u, "u")
+    mu = checks.as_tensor(mu, "mu", device=u.device)
+    sigma = checks.positive(sigma, "sigma", device=u.device)
+    try:
+        torch.broadcast_shapes(u.shape, mu.shape, sigma.shape)
+    except RuntimeError as err:
+        raise ValueError(f"u {tuple(u.shape)}, mu {tuple(mu.shape)} and sigma "
+                         f"{tuple(sigma.shape)} do not broadcast") from err
+    return _pixel_integral(u, mu, sigma)
+
+
+def _pixel_integral(u, mu, sigma):
+    """`pixel_integral` without input checks (inner loops)."""
     d = u - mu
     s = torch.sign(d)
     s = torch.where(s == 0, torch.ones_like(s), s)
@@ -51,7 +65,7 @@ def edge_integrals(edges: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -
 
 def pixel_integral_grads(u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor):
     """(ΔE, ∂ΔE/∂μ, ∂ΔE/∂σ) for the unit pixel centred at u."""
-    val = pixel_integral(u, mu, sigma)
+    val = _pixel_integral(u, mu, sigma)
     za = (u - 0.5 - mu) / (_SQRT2 * sigma)
     zb = (u + 0.5 - mu) / (_SQRT2 * sigma)
     ea, eb = torch.exp(-za * za), torch.exp(-zb * zb)
@@ -102,8 +116,20 @@ def _prepare(theta, i0, sigma, background, shape, mask):
         if mask.shape != batch_n:
             raise ValueError(f"mask must have shape {tuple(batch_n)}, got {tuple(mask.shape)}")
         i0 = i0 * mask.to(i0.dtype)
-    if background.ndim > 0 and tuple(background.shape[-2:]) != shape:
-        background = background[..., None, None]  # per-frame values given as (...,)
+    if background.ndim > 0:
+        is_map = background.ndim >= 2 and tuple(background.shape[-2:]) == shape
+        lead = background.shape[:-2] if is_map else background.shape
+        try:
+            ok = torch.broadcast_shapes(lead, th.shape[:-2]) == th.shape[:-2]
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"background must be a number, per-frame values (...,) or an "
+                             f"(..., H, W) = (..., {shape[0]}, {shape[1]}) map whose leading "
+                             f"axes fit theta's frames {tuple(th.shape[:-2])}, got "
+                             f"{tuple(background.shape)}")
+        if not is_map:
+            background = background[..., None, None]  # per-frame values given as (...,)
     return th, i0, sigma, background, shape
 
 

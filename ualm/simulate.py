@@ -16,6 +16,8 @@ from .defaults import COUNT, I0, RADIUS, SHAPE, SIGMA_X, SIGMA_Y, UPSAMPLE
 from .psf import expected_frame, pixel_integral
 from .seeding import DATA, step_generator
 
+_CHUNK = 1 << 22  # values per chunk of a large computation (32 MB in float64)
+
 
 def kde_centres(n: int, upsample: int = UPSAMPLE, dtype=None, device=None) -> torch.Tensor:
     """Low-res coordinates of the centres of the n KDE pixels along one axis."""
@@ -54,19 +56,47 @@ def kde(theta, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = UPSAMPLE, 
     sig = float(checks.positive(sigma_y, "sigma_y"))
     if normalize not in ("peak", "sum"):
         raise ValueError(f"normalize must be 'peak' or 'sum', got {normalize!r}")
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=th.device)
+        if mask.shape != th.shape[:-1]:
+            raise ValueError(f"mask must have shape {tuple(th.shape[:-1])}, got {tuple(mask.shape)}")
     weight = 1.0 / kde_peak(sig) if normalize == "peak" else 1.0
-    weights = torch.full(th.shape[:-1], weight, dtype=th.dtype, device=th.device)
-    return expected_frame(to_kde_coords(th, upsample), weights, sig, 0.0,
-                          (h * upsample, w * upsample), mask=mask)
+    big = (h * upsample, w * upsample)
+    # Frame by frame in chunks of about _CHUNK values, so that a large batch needs the output
+    # and little else.
+    out = _allocate((math.prod(th.shape[:-2]),) + big, th, "the KDEs y")
+    coords = to_kde_coords(th, upsample).reshape(-1, *th.shape[-2:])
+    masks = None if mask is None else mask.reshape(coords.shape[:-1])
+    weights = torch.full(coords.shape[1:-1], weight, dtype=th.dtype, device=th.device)
+    step = max(1, _CHUNK // (big[0] * big[1]))
+    for i in range(0, len(coords), step):
+        out[i:i + step] = expected_frame(coords[i:i + step], weights, sig, 0.0, big,
+                                         mask=None if masks is None else masks[i:i + step])
+    return out.reshape(th.shape[:-2] + big)
+
+
+def _allocate(shape, like: torch.Tensor, what: str) -> torch.Tensor:
+    """An empty tensor like `like`, or a MemoryError that says how much `what` needs."""
+    try:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    except RuntimeError as err:  # CPU allocation failures and torch.OutOfMemoryError
+        gb = math.prod(shape) * like.element_size() / 1e9
+        raise MemoryError(f"{what} {tuple(shape)} need {gb:.1f} GB, more than {like.device} "
+                          "can give: ask for fewer frames per call (SMLMDataset streams "
+                          "batches)") from err
 
 
 def _counts(batch, count, generator, device):
-    if isinstance(count, int):
-        lo = hi = count
-    else:
-        lo, hi = (int(c) for c in count)
+    want = f"count must be an int >= 0 or a range (lo, hi) with 0 <= lo <= hi, got {count!r}"
+    try:
+        lo = hi = checks.as_int(count, "count")
+    except TypeError:
+        try:
+            lo, hi = (checks.as_int(c, "count") for c in count)
+        except (TypeError, ValueError):
+            raise TypeError(want) from None
     if lo < 0 or hi < lo:
-        raise ValueError(f"count must be an int >= 0 or a range (lo, hi) with 0 <= lo <= hi, got {count!r}")
+        raise ValueError(want)
     if lo == hi:
         return torch.full((batch,), lo, device=device), hi
     return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device), hi
@@ -77,11 +107,18 @@ def disc_emitters(batch: int, count=COUNT, radius: float = RADIUS, centre=None, 
     """Emitters uniform on a disc (the paper's layout). `count` is an int or an inclusive
     range (lo, hi) drawn per frame. Returns θ (B, N_max, 2) and a bool mask (B, N_max)."""
     h, w = checks.shape2d(shape)
+    batch = checks.as_int(batch, "batch", 0)
     radius = float(checks.nonnegative(radius, "radius"))
     device = device or (generator.device if generator is not None else "cpu")
     dtype = dtype or torch.get_default_dtype()
     counts, n_max = _counts(batch, count, generator, device)
-    cx, cy = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
+    if centre is None:
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+    else:
+        c = checks.as_tensor(centre, "centre", dtype=torch.float64)
+        if c.shape != (2,):
+            raise ValueError(f"centre must be a pair (x, y), got shape {tuple(c.shape)}")
+        cx, cy = (float(v) for v in c)
     u = torch.rand((batch, n_max, 2), generator=generator, device=device, dtype=dtype)
     r = radius * torch.sqrt(u[..., 0])
     phi = 2 * math.pi * u[..., 1]
@@ -95,6 +132,8 @@ def isolated_emitters(batch: int, shape=SHAPE, jitter: float = 0.5, generator=No
     """One emitter per frame near the frame centre, uniformly within ±jitter px.
     Returns θ (B, 1, 2) and mask (B, 1)."""
     h, w = checks.shape2d(shape)
+    batch = checks.as_int(batch, "batch", 0)
+    jitter = float(checks.nonnegative(jitter, "jitter"))
     device = device or (generator.device if generator is not None else "cpu")
     dtype = dtype or torch.get_default_dtype()
     u = torch.rand((batch, 1, 2), generator=generator, device=device, dtype=dtype)
@@ -129,7 +168,9 @@ class SimConfig:
 def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, device=None,
                    dtype=None) -> dict:
     """Simulate `batch` frames: x (B, H, W) in ADU, KDE y (B, uH, uW), θ (B, N, 2), mask
-    (B, N), per-emitter photons i0 (B, N) and the expected image omega (B, H, W)."""
+    (B, N), per-emitter photons i0 (B, N) and the expected image omega (B, H, W). The KDEs,
+    the bulk of the memory, are drawn in chunks: a batch needs little more than its outputs
+    (a MemoryError says how much they need when even that is too much)."""
     device = torch.device(device or (generator.device if generator is not None else "cpu"))
     generator = checks.generator(generator, None, device, what="the batch")
     kw = dict(generator=generator, device=device, dtype=dtype)
