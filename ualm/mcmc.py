@@ -305,8 +305,9 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
     adapt=None stays fixed.
 
     Start: `init` (P,), (B, P) — jittered per chain — or (B, C, P) (a single frame: (P,) or
-    (C, P)), else the MLE (`fit_mle`, one emitter). The jitter is `init_scale` times the Laplace
-    std, so that chains start over-dispersed, as R-hat needs. Computes in `dtype` (float64) on
+    (C, P)), else the MLE (`fit_mle`, one emitter); a given start outside the support is
+    refused (ValueError), never moved. The jitter is `init_scale` times the Laplace std, so
+    that chains start over-dispersed, as R-hat needs (jittered points are kept in the frame). Computes in `dtype` (float64) on
     the device of x; seeded by `generator` or `seed`; `num_threads` as in `rwmh`. Returns an
     `MCMCResult` with samples (B, C, D, P), or (C, D, P) for a single frame.
     """
@@ -350,6 +351,13 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
             raise ValueError(f"init must have shape {want} for params {like.names}, got "
                              f"{tuple(checks.as_tensor(init, 'init').shape)}")
         jitter = start.ndim == 2
+        outside = ~like.in_support(start if start.ndim == 3 else start[:, None])
+        if bool(outside.any()):
+            h, w = like.shape
+            raise ValueError(f"init lies outside the support at {int(outside.sum())} starting "
+                             f"point(s): positions must lie in the frame, x in [-0.5, {w - 0.5}] "
+                             f"and y in [-0.5, {h - 0.5}], photons > 0 and background >= 0 "
+                             f"(params {like.names})")
     centre = start if start.ndim == 2 else start.mean(1)
     laplace = _laplace_cov(like, like.into_support(centre)) / beta_mat  # (B, P, P)
     lap_chol, info = torch.linalg.cholesky_ex(laplace)
