@@ -1,7 +1,10 @@
 """Batched maximum-likelihood fitting of isolated emitters (x, y, photons, background) under the
-Poisson approximation, by Levenberg–Marquardt on the Fisher-scoring Hessian."""
+Poisson approximation, by Levenberg–Marquardt (Fisher scoring, then Newton near the optimum),
+with what a user needs to filter the fits: convergence, bounds, standard errors and a
+goodness of fit (`FitResult`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +18,31 @@ from .psf import _axis_profiles, expected_frame
 
 @dataclass
 class FitResult:
-    """theta (B, 1, 2) in pixels, photons (B,), background (B,) in photons/pixel,
-    nll (B,) at the optimum, converged (B,) bool, iterations run."""
+    """One emitter fitted per frame. theta (B, 1, 2) in pixels, photons (B,), background (B,)
+    in photons/pixel, nll (B,) at the optimum (eq. 13 without its constant log n!), iterations
+    run.
+
+    What a user needs to filter fits:
+
+    - converged (B,) bool: the fit reached an interior maximum of the likelihood: the Newton
+      decrement gᵀ I⁻¹ g (twice the NLL that one more Newton step would gain) fell below
+      `tol`, and no parameter ended on a bound. A fit that stalls, runs out of iterations or
+      ends on a bound is not converged.
+    - at_bound (B, 4) bool: which of (x, y, photons, background) ended on its bound (a frame
+      edge, photons = 1e-3, background = −w²/g²): photons on the bound mean the frame shows no
+      emitter.
+    - std (B, 4): the CRLB of (x, y, photons, background) at the fitted values, sqrt of the
+      diagonal of the inverse Fisher information: the fit's standard errors. photons/std[:, 2]
+      below about 3 means the frame shows no significant emitter.
+    - chi2 (B,): Pearson's goodness of fit Σ_k (n_k − ω'_k)²/v_k at the fit, in photon units,
+      with v_k = ω_k + w²/g² the variance of n_k (ω_k taken ≥ 0). If the frame holds one
+      emitter as modelled, chi2 has mean chi2_mean (H·W pixels minus the 4 fitted parameters)
+      and std chi2_std = (Σ_k 2 + ω_k/v_k²)^½, from the camera's first four moments (exact for
+      Poisson shot noise plus Gaussian read noise, where the Poisson approximation's own
+      deviance has no simple expectation). `chi2_z` is the standardised value: several units
+      above 0 flag two emitters, a clipped spot or a wrong camera model; several below, a
+      frame with too little noise, such as a saturated (flat) one.
+    """
 
     theta: torch.Tensor
     photons: torch.Tensor
@@ -24,6 +50,16 @@ class FitResult:
     nll: torch.Tensor
     converged: torch.Tensor
     iterations: int
+    at_bound: torch.Tensor
+    std: torch.Tensor
+    chi2: torch.Tensor
+    chi2_mean: torch.Tensor
+    chi2_std: torch.Tensor
+
+    @property
+    def chi2_z(self) -> torch.Tensor:
+        """(chi2 − chi2_mean) / chi2_std: about N(0, 1) for good fits."""
+        return (self.chi2 - self.chi2_mean) / self.chi2_std
 
 
 def _model(p, sigma, shape, excess):
@@ -58,23 +94,81 @@ def _initial_guess(n, excess):
     return torch.stack((cx, cy, total, bg), dim=1)
 
 
+def _second_derivatives(theta, sigma, shape):
+    """∂²ΔE/∂μ² of the 1-D pixel integrals along x (B, W) and y (B, H): the derivative of
+    (e_a − e_b)/(√(2π) σ), e = exp(−(u ∓ ½ − μ)²/(2σ²))."""
+    out = []
+    for axis, size in ((0, shape[1]), (1, shape[0])):
+        u = torch.arange(size, dtype=theta.dtype, device=theta.device)
+        da, db = u - 0.5 - theta[:, axis, None], u + 0.5 - theta[:, axis, None]
+        s2 = sigma * sigma
+        out.append((da * torch.exp(-0.5 * da * da / s2) - db * torch.exp(-0.5 * db * db / s2))
+                   / (math.sqrt(2 * math.pi) * sigma * s2))
+    return out
+
+
+def _newton(p, rate, jac, n, lo, hi, sigma, shape):
+    """Gradient, expected (Fisher) and observed Hessian of the NLL, with the parameters held on
+    a bound (those on it whose gradient points outwards) taken out, and the Newton decrement
+    gᵀ I⁻¹ g. The observed Hessian adds Σ_k (1 − n_k/ω'_k) ∂²ω_k to Σ_k n_k/ω'_k² ∂ω_k ∂ω_kᵀ;
+    ω is separable, so the second derivatives are a few 1-D profiles."""
+    r = 1.0 - n / rate
+    grad = torch.einsum("bkp,bk->bp", jac, r)
+    fisher = torch.einsum("bkp,bk,bkq->bpq", jac, 1.0 / rate, jac)
+    observed = torch.einsum("bkp,bk,bkq->bpq", jac, n / rate ** 2, jac)
+    h, w = shape
+    ex, dex, ey, dey = (t[:, 0] for t in _axis_profiles(p[:, None, :2], sigma, shape))
+    d2ex, d2ey = _second_derivatives(p[:, :2], sigma, shape)
+    rr = r.reshape(-1, h, w)
+
+    def form(a, b):  # Σ_hw a_h r_hw b_w
+        return torch.einsum("bh,bhw,bw->b", a, rr, b)
+
+    amp = p[:, 2]
+    xy = amp * form(dey, dex)
+    curv = torch.zeros_like(observed)
+    curv[:, 0, 0] = amp * form(ey, d2ex)
+    curv[:, 1, 1] = amp * form(d2ey, ex)
+    curv[:, 0, 1] = curv[:, 1, 0] = xy
+    curv[:, 0, 2] = curv[:, 2, 0] = form(ey, dex)
+    curv[:, 1, 2] = curv[:, 2, 1] = form(dey, ex)
+    observed = observed + curv
+    held = ((p <= lo) & (grad > 0)) | ((p >= hi) & (grad < 0))
+    free = (~held).to(p.dtype)
+    keep = free[:, :, None] * free[:, None, :]
+    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device) * (1.0 - free)[:, :, None]
+    grad = grad * free
+    fisher, observed = fisher * keep + eye, observed * keep + eye
+    dec = (grad[:, None, :] @ torch.linalg.solve(fisher, grad[..., None]))[:, 0, 0]
+    return grad, fisher, observed, dec
+
+
 def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
             init=None, tol: float = 1e-6, dtype=torch.float64) -> FitResult:
     """Fit one Gaussian emitter per frame x (B, H, W) in ADU by maximum likelihood.
 
-    Levenberg–Marquardt with the expected (Fisher) Hessian JᵀW J, a per-frame damping that
-    shrinks after a step lowers the NLL and grows after one that does not; positions stay in
-    the frame, photons > 0 and ω' > 0. `init` (B, 4) overrides the centroid initial guess.
-    Computes in float64 by default: the NLL differences near the optimum are tiny.
+    Levenberg–Marquardt: Fisher scoring (the expected Hessian JᵀW J) far from the optimum and
+    Newton on the observed Hessian near it, with a per-frame damping that shrinks after a step
+    lowers the NLL and grows after one that does not; positions stay in the frame, photons
+    ≥ 1e-3 and background ≥ −w²/g² (so ω' > 0); a parameter pressed against its bound is held
+    there. A frame stops when its Newton decrement is below `tol` (NLL units), when no step
+    lowers its NLL any more, or after `n_iter` iterations; see `FitResult` for what
+    `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4) overrides the centroid
+    initial guess. Computes in `dtype` (float64 by default: the NLL differences near the
+    optimum are tiny).
     """
     x = checks.as_tensor(x, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (B, H, W), got {tuple(x.shape)}")
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (B, H, W) with B >= 1, got {tuple(x.shape)}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    n_iter = checks.as_int(n_iter, "n_iter", 1)
+    tol = float(checks.positive(tol, "tol"))
     sigma_t = checks.positive(sigma, "sigma", dtype=dtype, device=x.device)
     x = x.to(dtype)
     bsz, h, w = x.shape
     excess = torch.broadcast_to(camera.excess(x), (h, w)).reshape(-1)
-    n = camera.to_photons(x).clamp(min=0.0)
+    n = camera.to_photons(x)  # as it is: clamping at 0 biases the background up
     p = _initial_guess(n, excess.reshape(h, w)) if init is None else checks.as_tensor(
         init, "init", dtype=dtype, device=x.device).clone()
     if p.shape != (bsz, 4):
@@ -86,29 +180,45 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     lam = torch.full((bsz,), 1e-3, dtype=dtype, device=x.device)
     rate, jac = _model(p, sigma_t, (h, w), excess)
     cur = _nll(rate, n)
-    done = torch.zeros(bsz, dtype=torch.bool, device=x.device)
+    active = torch.ones(bsz, dtype=torch.bool, device=x.device)
+    stationary = torch.zeros_like(active)
     eye = torch.eye(4, dtype=dtype, device=x.device)
     it = 0
-    for it in range(1, n_iter + 1):
-        grad = torch.einsum("bkp,bk->bp", jac, 1.0 - n / rate)
-        hess = torch.einsum("bkp,bk,bkq->bpq", jac, 1.0 / rate, jac)
-        damped = hess + lam[:, None, None] * torch.diagonal(hess, dim1=1, dim2=2)[:, :, None] * eye
+    while True:
+        grad, fisher, observed, dec = _newton(p, rate, jac, n, lo, hi, sigma_t, (h, w))
+        now = active & (dec < tol)
+        stationary, active = stationary | now, active & ~now & (lam < 1e10)
+        if it == n_iter or not bool(active.any()):
+            break
+        it += 1
+        # Fisher scoring far from the optimum; near it (decrement < 1, where the NLL is close
+        # to quadratic) Newton on the observed Hessian, which converges fast also where the
+        # expected Hessian is a poor guess (few photons); both damped by λ·diag(I).
+        damp = lam[:, None, None] * torch.diagonal(fisher, dim1=1, dim2=2)[:, :, None] * eye
+        near = (dec < 1.0) & (torch.linalg.cholesky_ex(observed + damp)[1] == 0)
+        damped = torch.where(near[:, None, None], observed, fisher) + damp
         step = torch.linalg.solve(damped, -grad[..., None])[..., 0]
         trial = torch.maximum(torch.minimum(p + step, hi), lo)
         t_rate, t_jac = _model(trial, sigma_t, (h, w), excess)
         t_nll = _nll(t_rate, n)
-        better = (t_nll < cur) & ~done
-        small = (cur - t_nll).abs() < tol * cur.abs().clamp(min=1.0)
+        better = (t_nll < cur) & active
         p = torch.where(better[:, None], trial, p)
         rate = torch.where(better[:, None], t_rate, rate)
         jac = torch.where(better[:, None, None], t_jac, jac)
-        done = done | (small & (better | (lam > 1e6)))
         cur = torch.where(better, t_nll, cur)
-        lam = torch.where(better, (lam / 10).clamp(min=1e-7), lam * 10)
-        if bool(done.all()):
-            break
-    return FitResult(theta=p[:, None, :2], photons=p[:, 2], background=p[:, 3],
-                     nll=cur, converged=done, iterations=it)
+        lam = torch.where(better, (lam / 10).clamp(min=1e-7), torch.where(active, lam * 10, lam))
+    at_bound = (p <= lo) | (p >= hi)
+    inv, bad = torch.linalg.inv_ex(torch.einsum("bkp,bk,bkq->bpq", jac, 1.0 / rate, jac))
+    std = torch.diagonal(inv, dim1=1, dim2=2).clamp(min=0.0).sqrt()
+    std = torch.where((bad == 0)[:, None], std, torch.full_like(std, math.nan))
+    omega = (rate - excess).clamp(min=0.0)  # a fitted background may dip below 0 photons
+    var = (omega + excess).clamp(min=torch.finfo(dtype).tiny)  # Var n = ω + w²/g²
+    chi2 = ((n - rate) ** 2 / var).sum(-1)
+    chi2_std = (2.0 + omega / var ** 2).sum(-1).sqrt()
+    return FitResult(theta=p[:, None, :2], photons=p[:, 2], background=p[:, 3], nll=cur,
+                     converged=stationary & ~at_bound.any(-1), iterations=it, at_bound=at_bound,
+                     std=std, chi2=chi2, chi2_mean=torch.full_like(chi2, h * w - 4.0),
+                     chi2_std=chi2_std)
 
 
 def fit_position(x, theta0, i0=I0, camera: Camera = Camera(), sigma: float = SIGMA_X,
