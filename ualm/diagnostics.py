@@ -5,10 +5,12 @@ monotone sequence) and autocorrelation. Draws have shape (..., chains, draws).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from . import checks
+
 
 def _chains(samples, name="samples") -> torch.Tensor:
     s = checks.as_tensor(samples, name)
@@ -105,8 +107,9 @@ def _ess_basic(s):
     keep = torch.cumprod((pairs > 0).to(s.dtype), dim=-1)  # up to the first non-positive pair
     mono = torch.cummin(torch.where(keep > 0, pairs, torch.zeros_like(pairs)), dim=-1).values
     tau = -1.0 + 2.0 * (mono * keep).sum(-1)
-    tau = tau.clamp(min=1.0 / math.log10(m * n))
-    return m * n / tau
+    # Stan's floor 1/log10(S) on τ would allow up to S·log10(S) draws for antithetic chains;
+    # we never report more effective draws than draws.
+    return m * n / tau.clamp(min=1.0)
 
 
 def ess(samples, rank_normalize: bool = True) -> torch.Tensor:
@@ -116,8 +119,19 @@ def ess(samples, rank_normalize: bool = True) -> torch.Tensor:
     and Geyer's initial monotone sequence (pairs ρ_2t + ρ_2t+1 summed until the first negative
     pair, made non-increasing): ESS = C·D / τ with τ = −1 + 2 Σ pairs (Vehtari et al. 2021).
     rank_normalize=True gives the bulk ESS (on normal scores of ranks), False the classic one.
-    For an AR(1) chain with coefficient ρ, ESS ≈ C·D (1 − ρ)/(1 + ρ)."""
+    For an AR(1) chain with coefficient ρ, ESS ≈ C·D (1 − ρ)/(1 + ρ). The ESS is capped at
+    C·D, the number of draws (Stan allows up to C·D·log10(C·D) for antithetic chains). Where
+    all draws are equal (a stuck sampler, or a parameter that is not sampled) there is no
+    variance to estimate from: NaN, with a RuntimeWarning, as in the `posterior` R package."""
     s = split_chains(samples)
+    flat = s.flatten(-2)
+    constant = flat.amax(-1) == flat.amin(-1)
     if rank_normalize:
         s = _rank_normalize(s)
-    return _ess_basic(s)
+    out = _ess_basic(s)
+    if bool(constant.any()):
+        warnings.warn(f"ess: all draws are equal in {int(constant.sum())} of "
+                      f"{constant.numel()} chain sets (a stuck sampler?); their ESS is NaN",
+                      RuntimeWarning, stacklevel=2)
+        out = torch.where(constant, torch.full_like(out, math.nan), out)
+    return out
