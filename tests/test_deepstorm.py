@@ -19,8 +19,19 @@ def test_shapes_and_range():
         y = m(b["x"])
     assert y.shape == (3, 80, 80)
     assert m(b["x"][:, None]).shape == (3, 1, 80, 80)
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     assert torch.isfinite(deepstorm_loss(m, b))
+
+
+def test_max_value_sets_the_output_range():
+    """The output follows `max_value` (overlapping emitters exceed 1 in the true KDE)."""
+    x = _frames(2)["x"]
+    for top in (1.0, 2.5):
+        m = DeepSTORM(width=4, hr_width=4, max_value=top).eval()
+        with torch.no_grad():
+            m.head.bias.fill_(10.0)
+            assert torch.equal(m(x), torch.full((2, 80, 80), top))
+            m.head.bias.fill_(-10.0)
+            assert torch.equal(m(x), torch.zeros(2, 80, 80))
 
 
 def test_input_normalisation_uses_offset_and_gain():

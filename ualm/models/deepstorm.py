@@ -23,6 +23,7 @@ larger `max_value` to let the output follow overlapping emitters.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -113,6 +114,7 @@ class DeepSTORM(nn.Module):
             x = x[:, None]
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"x must have shape (B, H, W) or (B, 1, H, W), got {tuple(x.shape)}")
+        self._check_frames(x)
         h = self.stem(self.normalize(x.to(self.head.weight.dtype)))
         for layer in self.context:
             h = h + layer(h)
@@ -123,6 +125,23 @@ class DeepSTORM(nn.Module):
             h = drop(h + layer(h))
         y = self.out(self.head(h))
         return y[:, 0] if squeeze else y
+
+    def _check_frames(self, x: torch.Tensor) -> None:
+        """Refuse non-finite frames (one NaN pixel spreads to the whole output), and warn when
+        the frames look offset-subtracted or dark: raw frames sit at the camera offset or
+        above, so a median below half the offset means the units are not raw ADU."""
+        if x.numel() == 0:
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or infinite values")
+        offset = float(self.config.offset)
+        med = float(x.detach().median())
+        if offset > 0 and med < 0.5 * offset:
+            warnings.warn(f"DeepSTORM expects raw frames in ADU, at the camera offset "
+                          f"({offset:g} ADU) or above, but the median pixel is {med:g} ADU: "
+                          "were the frames offset-subtracted or converted to photons? The "
+                          "output is then meaningless (false detections)", UserWarning,
+                          stacklevel=3)
 
     def enable_dropout(self) -> "DeepSTORM":
         """Eval mode everywhere except the Dropout layers (Monte-Carlo dropout)."""
