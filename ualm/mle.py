@@ -107,51 +107,54 @@ def _second_derivatives(theta, sigma, shape):
     return out
 
 
-def _newton(p, rate, jac, n, lo, hi, sigma, shape):
-    """Gradient, expected (Fisher) and observed Hessian of the NLL, with the parameters held on
-    a bound (those on it whose gradient points outwards) taken out, and the Newton decrement
-    gᵀ I⁻¹ g. The observed Hessian adds Σ_k (1 − n_k/ω'_k) ∂²ω_k to Σ_k n_k/ω'_k² ∂ω_k ∂ω_kᵀ;
-    ω is separable, so the second derivatives are a few 1-D profiles."""
-    r = 1.0 - n / rate
-    grad = torch.einsum("bkp,bk->bp", jac, r)
-    fisher = torch.einsum("bkp,bk,bkq->bpq", jac, 1.0 / rate, jac)
-    observed = torch.einsum("bkp,bk,bkq->bpq", jac, n / rate ** 2, jac)
-    h, w = shape
-    ex, dex, ey, dey = (t[:, 0] for t in _axis_profiles(p[:, None, :2], sigma, shape))
-    d2ex, d2ey = _second_derivatives(p[:, :2], sigma, shape)
-    rr = r.reshape(-1, h, w)
-
-    def form(a, b):  # Σ_hw a_h r_hw b_w
-        return torch.einsum("bh,bhw,bw->b", a, rr, b)
-
-    amp = p[:, 2]
-    xy = amp * form(dey, dex)
-    curv = torch.zeros_like(observed)
-    curv[:, 0, 0] = amp * form(ey, d2ex)
-    curv[:, 1, 1] = amp * form(d2ey, ex)
-    curv[:, 0, 1] = curv[:, 1, 0] = xy
-    curv[:, 0, 2] = curv[:, 2, 0] = form(ey, dex)
-    curv[:, 1, 2] = curv[:, 2, 1] = form(dey, ex)
-    observed = observed + curv
+def _scoring(p, rate, jac, n, lo, hi):
+    """Gradient of the NLL, Fisher information Σ_k ∂ω_k ∂ω_kᵀ / ω'_k (unmasked, and masked:
+    the parameters held on a bound, those on it whose gradient points outwards, taken out),
+    the mask of free parameters and the Newton decrement gᵀ I⁻¹ g."""
+    grad = ((1.0 - n / rate)[:, None, :] @ jac)[:, 0]
+    info = (jac / rate[..., None]).mT @ jac
     held = ((p <= lo) & (grad > 0)) | ((p >= hi) & (grad < 0))
     free = (~held).to(p.dtype)
-    keep = free[:, :, None] * free[:, None, :]
-    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device) * (1.0 - free)[:, :, None]
     grad = grad * free
-    fisher, observed = fisher * keep + eye, observed * keep + eye
-    dec = (grad[:, None, :] @ torch.linalg.solve(fisher, grad[..., None]))[:, 0, 0]
-    return grad, fisher, observed, dec
+    masked = _mask(info, free)
+    dec = (grad[:, None, :] @ torch.linalg.solve(masked, grad[..., None]))[:, 0, 0]
+    return grad, info, masked, free, dec
+
+
+def _mask(hess, free):
+    """The Hessian with the held parameters' rows and columns replaced by the identity."""
+    eye = torch.eye(free.shape[-1], dtype=free.dtype, device=free.device)
+    return hess * free[:, :, None] * free[:, None, :] + eye * (1.0 - free)[:, :, None]
+
+
+def _observed(p, rate, jac, n, sigma, shape):
+    """Observed Hessian of the NLL: Σ_k n_k/ω'_k² ∂ω_k ∂ω_kᵀ + Σ_k (1 − n_k/ω'_k) ∂²ω_k; ω is
+    separable, so the second derivatives are a few 1-D profiles."""
+    h, w = shape
+    hess = (jac * (n / rate**2)[..., None]).mT @ jac
+    ex, dex, ey, dey = (t[:, 0] for t in _axis_profiles(p[:, None, :2], sigma, shape))
+    d2ex, d2ey = _second_derivatives(p[:, :2], sigma, shape)
+    r = (1.0 - n / rate).reshape(-1, h, w)
+    # f[i, j] = Σ_hw (y-profile i)_h r_hw (x-profile j)_w for the profiles (e, e', e'')
+    f = torch.stack((ey, dey, d2ey), 1) @ (r @ torch.stack((ex, dex, d2ex), -1))
+    amp = p[:, 2]
+    curv = torch.zeros_like(hess)
+    curv[:, 0, 0], curv[:, 1, 1] = amp * f[:, 0, 2], amp * f[:, 2, 0]
+    curv[:, 0, 1] = curv[:, 1, 0] = amp * f[:, 1, 1]
+    curv[:, 0, 2] = curv[:, 2, 0] = f[:, 0, 1]
+    curv[:, 1, 2] = curv[:, 2, 1] = f[:, 1, 0]
+    return hess + curv
 
 
 def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
             init=None, tol: float = 1e-6, dtype=torch.float64) -> FitResult:
     """Fit one Gaussian emitter per frame x (B, H, W) in ADU by maximum likelihood.
 
-    Levenberg–Marquardt: Fisher scoring (the expected Hessian JᵀW J) far from the optimum and
-    Newton on the observed Hessian near it, with a per-frame damping that shrinks after a step
-    lowers the NLL and grows after one that does not; positions stay in the frame, photons
-    ≥ 1e-3 and background ≥ −w²/g² (so ω' > 0); a parameter pressed against its bound is held
-    there. A frame stops when its Newton decrement is below `tol` (NLL units), when no step
+    Levenberg–Marquardt: Fisher scoring (the expected Hessian JᵀW J), and Newton on the
+    observed Hessian near the optimum where scoring converges slowly, with a per-frame damping
+    that shrinks after a step lowers the NLL and grows after one that does not; positions stay
+    in the frame, photons ≥ 1e-3 and background ≥ −w²/g² (so ω' > 0); a parameter pressed
+    against its bound is held there. A frame stops when its Newton decrement is below `tol` (NLL units), when no step
     lowers its NLL any more, or after `n_iter` iterations; see `FitResult` for what
     `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4) overrides the centroid
     initial guess. Computes in `dtype` (float64 by default: the NLL differences near the
@@ -182,22 +185,29 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     cur = _nll(rate, n)
     active = torch.ones(bsz, dtype=torch.bool, device=x.device)
     stationary = torch.zeros_like(active)
+    last = torch.full_like(cur, math.inf)  # the decrement one iteration earlier
     eye = torch.eye(4, dtype=dtype, device=x.device)
     it = 0
     while True:
-        grad, fisher, observed, dec = _newton(p, rate, jac, n, lo, hi, sigma_t, (h, w))
+        grad, info, hess, free, dec = _scoring(p, rate, jac, n, lo, hi)
         now = active & (dec < tol)
         stationary, active = stationary | now, active & ~now & (lam < 1e10)
         if it == n_iter or not bool(active.any()):
             break
         it += 1
-        # Fisher scoring far from the optimum; near it (decrement < 1, where the NLL is close
-        # to quadratic) Newton on the observed Hessian, which converges fast also where the
-        # expected Hessian is a poor guess (few photons); both damped by λ·diag(I).
-        damp = lam[:, None, None] * torch.diagonal(fisher, dim1=1, dim2=2)[:, :, None] * eye
-        near = (dec < 1.0) & (torch.linalg.cholesky_ex(observed + damp)[1] == 0)
-        damped = torch.where(near[:, None, None], observed, fisher) + damp
-        step = torch.linalg.solve(damped, -grad[..., None])[..., 0]
+        # Fisher scoring, damped by λ·diag(I). Near the optimum (decrement < 1) where it
+        # converges slowly (the decrement fell less than 10× in the last iteration, as with
+        # few photons, where the expected Hessian is a poor guess), Newton on the observed
+        # Hessian instead, where that is positive definite.
+        damp = lam[:, None, None] * torch.diagonal(hess, dim1=1, dim2=2)[:, :, None] * eye
+        slow = torch.nonzero(active & (dec < 1.0) & (dec > 0.1 * last))[:, 0]
+        if len(slow):
+            obs = _mask(_observed(p[slow], rate[slow], jac[slow], n[slow], sigma_t, (h, w)),
+                        free[slow])
+            pd = torch.linalg.cholesky_ex(obs + damp[slow])[1] == 0
+            hess = hess.index_put((slow,), torch.where(pd[:, None, None], obs, hess[slow]))
+        last = dec
+        step = torch.linalg.solve(hess + damp, -grad[..., None])[..., 0]
         trial = torch.maximum(torch.minimum(p + step, hi), lo)
         t_rate, t_jac = _model(trial, sigma_t, (h, w), excess)
         t_nll = _nll(t_rate, n)
@@ -208,7 +218,7 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         cur = torch.where(better, t_nll, cur)
         lam = torch.where(better, (lam / 10).clamp(min=1e-7), torch.where(active, lam * 10, lam))
     at_bound = (p <= lo) | (p >= hi)
-    inv, bad = torch.linalg.inv_ex(torch.einsum("bkp,bk,bkq->bpq", jac, 1.0 / rate, jac))
+    inv, bad = torch.linalg.inv_ex(info)
     std = torch.diagonal(inv, dim1=1, dim2=2).clamp(min=0.0).sqrt()
     std = torch.where((bad == 0)[:, None], std, torch.full_like(std, math.nan))
     omega = (rate - excess).clamp(min=0.0)  # a fitted background may dip below 0 photons
