@@ -154,11 +154,11 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     observed Hessian near the optimum where scoring converges slowly, with a per-frame damping
     that shrinks after a step lowers the NLL and grows after one that does not; positions stay
     in the frame, photons ≥ 1e-3 and background ≥ −w²/g² (so ω' > 0); a parameter pressed
-    against its bound is held there. A frame stops when its Newton decrement is below `tol` (NLL units), when no step
-    lowers its NLL any more, or after `n_iter` iterations; see `FitResult` for what
-    `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4) overrides the centroid
-    initial guess. Computes in `dtype` (float64 by default: the NLL differences near the
-    optimum are tiny).
+    against its bound is held there. A frame stops when its Newton decrement is below `tol`
+    (NLL units), when no step lowers its NLL any more, or after `n_iter` iterations; see
+    `FitResult` for what `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4)
+    overrides the centroid initial guess. Computes in `dtype` (float64 by default: the NLL
+    differences near the optimum are tiny).
     """
     x = checks.as_tensor(x, "x")
     if x.ndim != 3 or x.shape[0] == 0:
