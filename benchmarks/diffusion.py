@@ -16,10 +16,12 @@ With the bundled weights the summary is recorded in ualm/pretrained/diffusion_qu
 (`ualm.pretrained.record_metrics`, keyed by the SHA-256 of the weights).
 
     python benchmarks/diffusion.py [--frames 200] [--samples 8] [--slow-samples 4] [--threads 2]
+    python benchmarks/diffusion.py --speed-only   # remeasure the timings, keep the fidelity rows
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--slow-samples", type=int, default=4, help=f"K for samplers with > {SLOW} evaluations")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="remeasure the speed rows only, keeping the fidelity rows of the existing JSON")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -94,10 +98,21 @@ def main(argv=None) -> int:
             speed_rows += speed(psi, phi, device, x[0])
         psi, phi = psi.to("cpu"), phi.to("cpu")
 
-    yhat = phi.predict(x)
-    rows = [fidelity("ŷ = φ(x)", yhat, y, theta, mask).as_row()]
-    print(rows[0])
-    for label, (name, over) in SAMPLER_TABLE.items():
+    if args.speed_only:
+        path = Path(args.out) if args.out else common.RESULTS / "diffusion.json"
+        old = json.loads(path.read_text())
+        if old.get("weights_sha256") != info["sha256"]:
+            raise SystemExit(f"{path} describes other weights; run the whole benchmark")
+        rows, args.frames = old["fidelity"], old["protocol"]["frames"]
+        args.samples, args.slow_samples = old["protocol"]["samples"], old["protocol"]["slow_samples"]
+        labels = []
+    else:
+        yhat = phi.predict(x)
+        rows = [fidelity("ŷ = φ(x)", yhat, y, theta, mask).as_row()]
+        print(rows[0])
+        labels = list(SAMPLER_TABLE)
+    for label in labels:
+        name, over = SAMPLER_TABLE[label]
         k = args.slow_samples if evals_of(name, over) > SLOW else args.samples
         t0 = time.perf_counter()
         res = uncertainty_map(x, psi, phi, k, name, seed=1, progress=True, **over)
