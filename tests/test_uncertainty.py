@@ -159,3 +159,27 @@ def test_cuda_paths_sampling_source_and_amp_training(tmp_path):
     cfg = TrainConfig(steps=2, batch_size=2, warmup=1, val_every=1, val_batches=1, ckpt_every=1, amp=True)
     res = train(_psi(), D.DiffusionLoss(sched), src, cfg, tmp_path / "cuda", device=dev, progress=False)
     assert res.step == 2 and np.isfinite(res.history[-1]["val_loss"])
+
+
+def test_cli_trains_a_deepstorm_ensemble_with_one_command(tmp_path):
+    from ualm.cli import main
+    from ualm.pretrained import manifest
+    args = ["train", "deepstorm", "--profile", "quick", "--out", str(tmp_path / "ens"), "--device", "cpu",
+            "--steps", "1", "--batch-size", "2", "--width", "4", "--hr-width", "2", "--no-progress",
+            "--members", "2", "--seed", "7", "--export", "ens", "--export-dir", str(tmp_path / "w")]
+    assert main(args) == 0
+    seeds = [manifest(f"ens{k}", tmp_path / "w")["train_config"]["seed"] for k in range(2)]
+    assert seeds == [7, 8]
+    assert "--members 2" in manifest("ens1", tmp_path / "w")["command"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["diffusion", "--cond", "yhat,truth"], "--cond"),
+    (["deepstorm", "--cond", "yhat"], "--cond"),
+    (["diffusion", "--members", "3"], "--members"),
+])
+def test_cli_refuses_bad_conditioning_and_members(tmp_path, capsys, extra, match):
+    from ualm.cli import main
+    with pytest.raises(SystemExit) as stop:
+        main(["train", extra[0], "--out", str(tmp_path / "x"), "--device", "cpu", *extra[1:]])
+    assert stop.value.code == 2 and match in capsys.readouterr().err

@@ -20,6 +20,7 @@ import torch
 
 from .checkpoints import CheckpointError, TrainingInterrupted
 from .device import pick_device, pick_profile
+from .models.unet import CONDITIONS
 from .pretrained import WeightsError, export_weights
 from .profiles import train_deepstorm, train_diffusion
 from .train import dist_info
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=_float_in(0.0, 1.0, low_open=False))
     t.add_argument("--cond", default=None,
                    help="diffusion only: conditioning inputs, comma-separated from yhat,frame")
+    t.add_argument("--members", type=_int_at_least(1), default=1,
+                   help="deepstorm only: train a deep ensemble of this many networks, member k with "
+                        "seed (--seed or 0) + k in OUT/member<k>, exported as NAME<k>")
     t.add_argument("--threads", type=_int_at_least(1), help="torch.set_num_threads on CPU (>= 1)")
     t.add_argument("--stop-after", type=_int_at_least(1), default=None,
                    help="checkpoint and exit after this many steps in this call (resume later)")
@@ -142,23 +146,40 @@ def _run(args, argv, parser) -> int:
                                         dropout=args.dropout).items() if v is not None}
     train_over = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                         seed=args.seed).items() if v is not None}
-    run = dict(device=device, train_overrides=train_over, progress=not args.no_progress,
-               resume=not args.no_resume, stop_after=args.stop_after)
     if args.model == "diffusion":
+        if args.members != 1:
+            parser.error("--members: ensembles are trained for deepstorm only")
         over = {k: v for k, v in dict(width=args.width, dropout=args.dropout).items() if v is not None}
         if args.cond:
             over["cond"] = tuple(c.strip() for c in args.cond.split(","))
-        _, result = train_diffusion(profile, args.out, model_overrides=over, **run)
+            bad = [c for c in over["cond"] if c not in CONDITIONS]
+            if bad or len(set(over["cond"])) < len(over["cond"]):
+                parser.error(f"--cond: give distinct names from {','.join(CONDITIONS)}, got {args.cond!r}")
+        runs = [(None, lambda run: train_diffusion(profile, args.out, model_overrides=over, **run))]
     else:
-        _, result = train_deepstorm(profile, args.out, model_overrides=model_over, **run)
-    rank = dist_info()[0]
-    if rank == 0:
+        if args.cond:
+            parser.error("--cond: only the diffusion model takes conditioning inputs")
+        seed0 = args.seed if args.seed is not None else 0
+        members = range(args.members) if args.members > 1 else [None]
+        runs = [(k, lambda run, k=k: train_deepstorm(
+                    profile, args.out if k is None else Path(args.out) / f"member{k}",
+                    model_overrides=model_over,
+                    **{**run, "train_overrides": {**run["train_overrides"], **({} if k is None else
+                                                                            {"seed": seed0 + k})}}))
+                for k in members]
+    run = dict(device=device, train_overrides=train_over, progress=not args.no_progress,
+               resume=not args.no_resume, stop_after=args.stop_after)
+    for k, train_one in runs:
+        _, result = train_one(run)
+        if dist_info()[0] != 0:
+            continue
         last = [h for h in result.history if "val_loss" in h]
         print(f"done: step {result.step}, checkpoint {result.checkpoint}"
               + (f", val_loss {last[-1]['val_loss']:.4g}" if last else ""))
         if args.export:
             command = "python -m ualm " + " ".join(shlex.quote(a) for a in argv)
-            path = export_weights(result.checkpoint, args.export, args.export_dir,
+            name = args.export if k is None else f"{args.export}{k}"
+            path = export_weights(result.checkpoint, name, args.export_dir,
                                   dtype=getattr(torch, args.export_dtype), command=command)
             print(f"wrote {path}")
     return 0
