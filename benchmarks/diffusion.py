@@ -47,16 +47,16 @@ def evals_of(sampler: str, over: dict) -> int:
     return int(s["steps"]) if s["method"] == "ddim" else int(s.get("t0") or 100)
 
 
-def speed(psi, phi, device, frame) -> list[dict]:
+def speed(psi, phi, device, frame, table=SAMPLER_TABLE) -> list[dict]:
     psi, phi = psi.to(device), phi.to(device)
     rows = []
-    cond = diffusion.condition(phi, frame[None].to(device)).repeat(512, 1, 1, 1)
+    cond = diffusion.condition(phi, frame[None].to(device), psi.config.cond).repeat(512, 1, 1, 1)
     y = torch.randn(512, 80, 80, device=device)
     t = torch.full((512,), 50, device=device)
     with torch.no_grad():
         t_eval_512 = common.best_time(lambda: psi(y, cond, t), device, repeats=2, min_time=0.1)
         t_eval_32 = common.best_time(lambda: psi(y[:32], cond[:32], t[:32]), device, repeats=3, min_time=0.1)
-    for label, (name, over) in SAMPLER_TABLE.items():
+    for label, (name, over) in table.items():
         uncertainty_map(frame, psi, phi, 32, name, progress=False, **over)  # warm-up
         common.sync(device)
         t0 = time.perf_counter()
@@ -83,11 +83,15 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-only", action="store_true",
                     help="remeasure the speed rows only, keeping the fidelity rows of the existing JSON")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--weights", default="diffusion_quick", help="bundled Ψ to measure")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="measure only the samplers whose label contains one of these strings")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    psi, phi = pretrained.load("diffusion_quick", device="cpu"), pretrained.load("deepstorm_quick", device="cpu")
-    info = pretrained.manifest("diffusion_quick")
+    psi, phi = pretrained.load(args.weights, device="cpu"), pretrained.load("deepstorm_quick", device="cpu")
+    info = pretrained.manifest(args.weights)
+    table = {k: v for k, v in SAMPLER_TABLE.items() if args.only is None or any(o in k for o in args.only)}
     cfg = ualm.SimConfig()
     sim = ualm.simulate_batch(args.frames, cfg, generator=ualm.make_generator(HELD_OUT_SEED), dtype=torch.float32)
     x, y, theta, mask = sim["x"], sim["y"], sim["theta"], sim["mask"]
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
     speed_rows = []
     if not args.skip_speed:
         for device in common.devices():
-            speed_rows += speed(psi, phi, device, x[0])
+            speed_rows += speed(psi, phi, device, x[0], table)
         psi, phi = psi.to("cpu"), phi.to("cpu")
 
     if args.speed_only:
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         yhat = phi.predict(x)
         rows = [fidelity("ŷ = φ(x)", yhat, y, theta, mask).as_row()]
         print(rows[0])
-        labels = list(SAMPLER_TABLE)
+        labels = list(table)
     for label in labels:
         name, over = SAMPLER_TABLE[label]
         k = args.slow_samples if evals_of(name, over) > SLOW else args.samples
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
         print({k2: (round(v, 5) if isinstance(v, float) else v) for k2, v in row.items()})
 
     base = rows[0]
-    paper = next(r for r in rows if r["method"].startswith("paper"))
+    paper = next((r for r in rows if r["method"].startswith("paper")), {"evals": 100, "mse": float("inf"),
+                                                                           "recall": 0.0})
 
     def meets_bar(r):  # no worse than ŷ: MSE, and detection within one percentage point
         return (r["mse"] <= base["mse"] and r["recall"] >= base["recall"] - 0.01
@@ -145,16 +150,17 @@ def main(argv=None) -> int:
         "spearman_by_sampler": {r["method"]: r["spearman"] for r in rows[1:]},
     }
     print(bars)
-    payload = {"weights": "diffusion_quick", "weights_sha256": info["sha256"],
+    payload = {"weights": args.weights, "weights_sha256": info["sha256"], "cond": list(psi.config.cond),
                "protocol": {"frames": args.frames, "count": cfg.count, "i0": cfg.i0,
                             "radius": cfg.radius, "sigma_y": cfg.sigma_y, "seed": HELD_OUT_SEED,
                             "samples": args.samples, "slow_samples": args.slow_samples,
                             "significant_level": 0.05},
                "speed": speed_rows, "fidelity": rows, "bars": bars}
-    common.save("diffusion", payload, args.out)
-    if args.out is None:
-        pretrained.record_metrics("diffusion_quick", info["sha256"], {
-            "benchmark": "benchmarks/results/diffusion.json", "command": "python benchmarks/diffusion.py",
+    path = common.save("diffusion", payload, args.out)
+    if args.out is None or args.weights != "diffusion_quick":
+        pretrained.record_metrics(args.weights, info["sha256"], {
+            "benchmark": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "command": "python benchmarks/diffusion.py " + " ".join(sys.argv[1:]),
             "protocol": payload["protocol"], "fidelity": rows, "bars": bars})
     return 0
 
