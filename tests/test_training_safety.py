@@ -250,7 +250,7 @@ def _copy(tmp_path, name="deepstorm_quick") -> dict:
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["deepstorm_quick", "diffusion_quick"])
+@pytest.mark.parametrize("name", ["deepstorm_quick", "diffusion_quick", "diffusion_frame_quick"])
 def test_bundled_manifests_cover_their_model_part(name):
     info = pretrained.manifest(name)
     assert info["model_sha256"] == pretrained.model_digest(info)

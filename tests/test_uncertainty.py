@@ -183,3 +183,10 @@ def test_cli_refuses_bad_conditioning_and_members(tmp_path, capsys, extra, match
     with pytest.raises(SystemExit) as stop:
         main(["train", extra[0], "--out", str(tmp_path / "x"), "--device", "cpu", *extra[1:]])
     assert stop.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_bundled_frame_conditioned_weights_take_the_frame():
+    psi = ualm.pretrained.load("diffusion_frame_quick")
+    assert psi.config.cond == ("yhat", "frame")
+    res = uncertainty_map(_frames(1), psi=psi, n_samples=2, sampler="ddim", steps=2, progress=False)
+    assert res.samples.shape == (1, 2, 80, 80) and torch.isfinite(res.samples).all()
