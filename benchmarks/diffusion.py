@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     if args.out is None or args.weights != "diffusion_quick":
         pretrained.record_metrics(args.weights, info["sha256"], {
             "benchmark": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-            "command": "python benchmarks/diffusion.py " + " ".join(sys.argv[1:]),
+            "command": shlex.join(["python", "benchmarks/diffusion.py", *sys.argv[1:]]),
             "protocol": payload["protocol"], "fidelity": rows, "bars": bars})
     return 0
 
