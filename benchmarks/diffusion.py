@@ -45,7 +45,7 @@ SLOW = 50  # samplers with more network evaluations than this get --slow-samples
 
 def evals_of(sampler: str, over: dict) -> int:
     s = {**diffusion.SAMPLERS[sampler], **over}
-    return int(s["steps"]) if s["method"] == "ddim" else int(s.get("t0") or 100)
+    return len(diffusion.step_path(s.get("t0") or diffusion.schedule("paper").T, s["method"], s.get("steps"))) - 1
 
 
 def speed(psi, phi, device, frame, table=SAMPLER_TABLE) -> list[dict]:

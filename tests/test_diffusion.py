@@ -188,7 +188,7 @@ def test_ddim_eta0_is_deterministic_given_the_start():
     oracle = GaussianOracle(sched, S)
     y = torch.randn(2, 80, 80, dtype=torch.float64)
     cond = torch.full((2, 1, 80, 80), MU, dtype=torch.float64)
-    path = D.ddim_steps(sched.T, sched.T, 10)
+    path = D.ddim_steps(sched.T, 10)
     outs = []
     for _ in range(2):
         z = y.clone()

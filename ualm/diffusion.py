@@ -188,10 +188,10 @@ def ddim_step(sched: Schedule, y_t, t: int, s: int, eps, y0, eta: float, noise):
 def step_path(t0: int, method: str = "ancestral", steps: int | None = None) -> list[int]:
     """The steps a sampler visits, t0 down to 0: every step for "ancestral", `steps` jumps for
     "ddim". The network is evaluated at all but the last."""
-    return ddim_steps(t0, t0, steps) if method == "ddim" else list(range(t0, -1, -1))
+    return ddim_steps(t0, steps) if method == "ddim" else list(range(t0, -1, -1))
 
 
-def ddim_steps(T: int, t0: int, n_steps: int) -> list[int]:
+def ddim_steps(t0: int, n_steps: int) -> list[int]:
     """n_steps + 1 decreasing steps from t0 to 0, evenly spaced (rounded, distinct)."""
     if not 1 <= n_steps <= t0:
         raise ValueError(f"steps must be in [1, t0 = {t0}], got {n_steps}")

@@ -98,9 +98,8 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     samples, path = out if keep_path else (out, None)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
-    evals = settings.get("steps") if settings["method"] == "ddim" else t0
-    info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": int(evals),
-            "path_t": step_path(t0, settings["method"], settings.get("steps"))[:-1],
+    path_t = step_path(t0, settings["method"], settings.get("steps"))[:-1]  # network evaluations
+    info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
             "n_samples": n_samples, "seed": seed, "seconds": seconds}
     return SampleResult(samples=samples, yhat=yhat, info=info, path=path)
 
