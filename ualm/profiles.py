@@ -90,7 +90,7 @@ def train_diffusion(profile: str = "quick", out=None, device=None, model_overrid
     phi = load_deepstorm(phi_name, device=device)
     sched = schedule(mcfg.schedule)
     data = DiffusionSource(phi, training_sim_config(), sched, tcfg.batch_size, tcfg.seed, mcfg.cond)
-    result = train(model, DiffusionLoss(sched), data, tcfg, out, val_data=data.shifted(10_000),
+    result = train(model, DiffusionLoss(sched), data, tcfg, out,
                    device=device, progress=progress, resume=resume, stop_after=stop_after,
                    extra={"model": "unet", "model_config": mcfg.to_dict(), "profile": profile,
                           "phi": phi_name})

@@ -388,6 +388,8 @@ def _stop_requested(stopper: StopSignals, distributed: bool, device) -> int:
 
 
 def _shifted(data, offset: int):
+    if hasattr(data, "shifted"):  # a source that knows how to reseed itself (DiffusionSource)
+        return data.shifted(offset)
     if isinstance(data, SimSource):
         return SimSource(data.config, data.batch_size, data.seed + offset, data.transform)
     return None
