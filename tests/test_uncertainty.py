@@ -190,3 +190,51 @@ def test_bundled_frame_conditioned_weights_take_the_frame():
     assert psi.config.cond == ("yhat", "frame")
     res = uncertainty_map(_frames(1), psi=psi, n_samples=2, sampler="ddim", steps=2, progress=False)
     assert res.samples.shape == (1, 2, 80, 80) and torch.isfinite(res.samples).all()
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def _phi_dropout(seed=1, dropout=0.3):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = DeepSTORM(width=4, hr_width=2, dilations=(1, 2), dropout=dropout).eval()
+    nn.init.constant_(net.head.bias, 0.5)  # output inside (0, 1), where Hardtanh does not clip
+    return net
+
+
+def test_mc_dropout_map_is_seeded_and_leaves_global_rng_and_mode_alone():
+    from ualm.uncertainty import mc_dropout_map
+    frames = ualm.simulate_batch(2, SIM, generator=torch.Generator().manual_seed(0))["x"]
+    phi = _phi_dropout()
+    state = torch.random.get_rng_state()
+    a = mc_dropout_map(frames, phi, n_samples=4, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not phi.training
+    b = mc_dropout_map(frames, phi, n_samples=4, seed=3)
+    c = mc_dropout_map(frames, phi, n_samples=4, seed=4)
+    assert a.samples.shape == (2, 4, 80, 80) and a.yhat.shape == (2, 80, 80)
+    assert torch.equal(a.samples, b.samples) and not torch.equal(a.samples, c.samples)
+    assert float(a.std().max()) > 0  # the passes differ: dropout was on
+    assert torch.allclose(a.yhat, phi.predict(frames))  # .yhat is φ without dropout
+
+
+def test_mc_dropout_refuses_a_phi_without_dropout_and_ensemble_needs_two():
+    from ualm.uncertainty import ensemble_map, mc_dropout_map
+    frames = ualm.simulate_batch(1, SIM, generator=torch.Generator().manual_seed(0))["x"]
+    with pytest.raises(ValueError, match="dropout > 0"):
+        mc_dropout_map(frames, _phi(), n_samples=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        ensemble_map(frames, [_phi()])
+    with pytest.raises(TypeError, match="DeepSTORM"):
+        ensemble_map(frames, [_phi(), _psi()])
+
+
+def test_ensemble_map_stacks_members():
+    from ualm.uncertainty import ensemble_map
+    frames = ualm.simulate_batch(3, SIM, generator=torch.Generator().manual_seed(0))["x"]
+    members = [_phi_dropout(seed=s) for s in (1, 2, 3)]
+    r = ensemble_map(frames, members)
+    assert r.samples.shape == (3, 3, 80, 80)
+    for k, m in enumerate(members):
+        assert torch.equal(r.samples[:, k], m.predict(frames))
+    assert torch.allclose(r.var(), torch.stack([m.predict(frames) for m in members], 1).var(1))

@@ -16,6 +16,7 @@ from .diffusion import SAMPLERS, condition, sample, schedule, step_path
 from .models.deepstorm import DeepSTORM
 from .models.unet import UNet
 from .pretrained import load
+from .seeding import CHAINS, step_seed
 
 
 @dataclass
@@ -102,6 +103,62 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
             "n_samples": n_samples, "seed": seed, "seconds": seconds}
     return SampleResult(samples=samples, yhat=yhat, info=info, path=path)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def _phi_list(phis) -> list:
+    phis = list(phis) if isinstance(phis, (list, tuple)) else [phis]
+    for p in phis:
+        if not isinstance(p, DeepSTORM):
+            raise TypeError(f"expected DeepSTORM networks φ, got {type(p).__name__}")
+    return phis
+
+
+def mc_dropout_map(frames, phi: DeepSTORM, n_samples: int = 32, *, seed: int = 0,
+                   shape=(20, 20)) -> SampleResult:
+    """Monte-Carlo dropout (Gal & Ghahramani 2016): K passes of φ with its dropout layers on.
+    φ must have been trained with dropout > 0. Pass k draws its masks from
+    step_seed(seed, k, stream=CHAINS), so the same seed and frames give the same samples; the
+    global RNG is left untouched. Returns a SampleResult; .yhat is φ in eval mode."""
+    (phi,) = _phi_list(phi)
+    if phi.config.dropout <= 0:
+        raise ValueError("MC dropout needs a φ trained with dropout > 0; this one has dropout = 0")
+    if not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(f"n_samples must be an int >= 2 for a variance, got {n_samples!r}")
+    x, _ = _frames(frames, shape)
+    dev = next(phi.parameters()).device
+    x = x.to(dev)
+    was_training = phi.training
+    t_start = time.perf_counter()
+    passes = []
+    try:
+        with torch.no_grad():
+            yhat = phi.predict(x)
+            phi.enable_dropout()
+            for k in range(n_samples):
+                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                    torch.manual_seed(step_seed(seed, k, 0, CHAINS))
+                    passes.append(phi(x))
+    finally:
+        phi.train(was_training)
+    info = {"sampler": "mc_dropout", "dropout": phi.config.dropout, "evals_per_sample": 1,
+            "n_samples": n_samples, "seed": seed, "seconds": time.perf_counter() - t_start}
+    return SampleResult(samples=torch.stack(passes, 1), yhat=yhat, info=info)
+
+
+def ensemble_map(frames, phis, shape=(20, 20)) -> SampleResult:
+    """A deep ensemble (Lakshminarayanan et al. 2017): one φ(x) per member, trained from different
+    seeds, as K = len(phis) samples. .yhat is the first member's estimate."""
+    phis = _phi_list(phis)
+    if len(phis) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(phis)}")
+    x, _ = _frames(frames, shape)
+    t_start = time.perf_counter()
+    samples = torch.stack([p.predict(x).to(x.device) for p in phis], 1)
+    info = {"sampler": "ensemble", "members": len(phis), "evals_per_sample": 1,
+            "n_samples": len(phis), "seconds": time.perf_counter() - t_start}
+    return SampleResult(samples=samples, yhat=samples[:, 0], info=info)
 
 
 # ----------------------------------------------------------------------------- fidelity of a sampler

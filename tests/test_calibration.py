@@ -1,0 +1,126 @@
+"""Calibration metrics on cases with a known answer: a Gaussian predictive whose samples have the
+right, halved or doubled spread gives coverage at, below or above nominal."""
+import numpy as np
+import pytest
+import torch
+
+from ualm import calibration as cal
+from ualm.simulate import kde
+
+
+def _gaussian_case(scale: float, k: int = 8, f: int = 400, seed: int = 0):
+    """Truth y and K samples drawn from N(μ, σ²) per pixel, samples with spread scale·σ."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.rand(f, 6, 6, generator=g, dtype=torch.float64)
+    sigma = 0.05 + 0.2 * torch.rand(f, 6, 6, generator=g, dtype=torch.float64)
+    y = mu + sigma * torch.randn(f, 6, 6, generator=g, dtype=torch.float64)
+    samples = mu[:, None] + scale * sigma[:, None] * torch.randn(f, k, 6, 6, generator=g, dtype=torch.float64)
+    return samples, y
+
+
+@pytest.mark.parametrize("kind", cal.KINDS)
+def test_coverage_nominal_low_high(kind):
+    levels = (0.5, 0.8, 0.9, 0.95)
+    k = 8
+    right = cal.coverage(*_gaussian_case(1.0, k), levels=levels, kind=kind)
+    half = cal.coverage(*_gaussian_case(0.5, k), levels=levels, kind=kind)
+    double = cal.coverage(*_gaussian_case(2.0, k), levels=levels, kind=kind)
+    # 14 400 pixels: binomial standard error ≤ 0.005
+    expected = cal.expected_coverage(np.asarray(levels), k, kind)
+    # the quantile form is exact only at integer order-statistic positions (see its docstring)
+    np.testing.assert_allclose(right, expected, atol=0.02 if kind == "gaussian" else 0.03)
+    assert np.all(half < expected - 0.1)
+    assert np.all(double > expected + 0.03)
+
+
+def test_expected_coverage_closed_forms():
+    assert cal.expected_coverage(0.9, 8, "gaussian") == 0.9
+    assert cal.expected_coverage(0.9, 8, "quantile") == pytest.approx(0.9 * 7 / 9)
+
+
+def test_quantile_intervals_of_few_samples_undercover_as_predicted():
+    # [min, max] of K draws holds one more draw with probability (K − 1)/(K + 1)
+    k = 4
+    samples, y = _gaussian_case(1.0, k=k, f=2000, seed=3)
+    lo, hi = samples.min(1).values, samples.max(1).values
+    inside = ((y >= lo) & (y <= hi)).double().mean()
+    assert abs(float(inside) - (k - 1) / (k + 1)) < 0.01
+
+
+def test_reliability_curve_on_diagonal_and_mask_respected():
+    samples, y = _gaussian_case(1.0)
+    levels, cov = cal.reliability_curve(samples, y, n_levels=9)
+    np.testing.assert_allclose(levels, np.linspace(0.1, 0.9, 9))
+    np.testing.assert_allclose(cov, levels, atol=0.02)
+    # a mask selecting pixels where the truth is shifted far away: nothing covered
+    y_bad = y.clone()
+    mask = torch.zeros_like(y, dtype=torch.bool)
+    mask[:, :3] = True
+    y_bad[mask] += 10.0
+    assert np.all(cal.coverage(samples, y_bad, mask) == 0.0)
+    assert np.all(cal.coverage(samples, y_bad, ~mask) > 0.45)
+
+
+def test_zscores_and_calibration_summary():
+    samples, y = _gaussian_case(1.0, k=32)
+    c = cal.calibration(samples, y)
+    assert c.n_pixels == y.numel()
+    assert abs(c.mean_abs_z - np.sqrt(2 / np.pi)) < 0.05  # E|z| of N(0, 1), up to K = 32 noise
+    assert abs(c.z_std - 1.0) < 0.06
+    assert c.zero_std == 0.0
+    half = cal.calibration(*_gaussian_case(0.5, k=32))
+    assert half.mean_abs_z > 1.5 and half.at(0.9) < 0.7
+    row = c.as_row()
+    assert {"coverage_90", "coverage_quantile_95", "mean_abs_z"} <= set(row)
+
+
+def test_zero_std_pixels_are_counted_not_scored():
+    y = torch.tensor([[0.5, 0.0]])
+    mean = torch.tensor([[0.0, 0.0]])
+    std = torch.tensor([[0.0, 0.1]])
+    z = cal.zscores(y, mean, std)
+    assert z.tolist() == [0.0]
+    assert cal.zero_std_fraction(std) == 0.5
+
+
+def test_bad_inputs():
+    samples, y = _gaussian_case(1.0, f=2)
+    with pytest.raises(ValueError, match="K >= 2"):
+        cal.coverage(samples[:, :1], y)
+    with pytest.raises(ValueError, match="y must have shape"):
+        cal.coverage(samples, y[:, :3])
+    with pytest.raises(ValueError, match="mask"):
+        cal.coverage(samples, y, torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        cal.coverage(samples, y, levels=(0.9, 1.0))
+    with pytest.raises(ValueError, match="kind"):
+        cal.coverage(samples, y, kind="normal")
+    with pytest.raises(ValueError, match="one shape"):
+        cal.zscores(y, y[:, :2], y)
+
+
+def _blob_frames(theta, k, jitter, seed=0):
+    """KDE samples of emitters at θ with every sample's positions jittered by N(0, jitter²)."""
+    g = torch.Generator().manual_seed(seed)
+    th = theta[:, None] + jitter * torch.randn(theta.shape[0], k, *theta.shape[1:], generator=g,
+                                               dtype=theta.dtype)
+    samples = kde(th.reshape(-1, *theta.shape[1:]), normalize="peak").reshape(theta.shape[0], k, 80, 80)
+    return samples
+
+
+def test_position_spread_recovers_the_jitter():
+    theta = torch.tensor([[[6.3, 7.1], [13.6, 12.4]]], dtype=torch.float64).repeat(30, 1, 1)
+    samples = _blob_frames(theta, k=16, jitter=0.1)
+    means = samples.mean(1)
+    out = cal.emitter_zscores(means, samples, theta)
+    assert len(out["error"]) == 60 and (out["hits"] == 16).all()
+    # the spread of positions found by LoG + quadratic refinement tracks the true jitter
+    assert 0.07 < float(np.median(out["spread"])) < 0.13
+    # the mean's error is ~ jitter/√K, so z = error/spread has std ≈ 1/√K
+    assert float(np.std(out["z"])) < 0.5
+
+
+def test_position_spread_of_an_empty_frame():
+    samples = torch.zeros(4, 80, 80)
+    pos, spread, hits = cal.position_spread(samples.mean(0), samples)
+    assert pos.shape == (0, 2) and spread.shape == (0, 2) and hits.shape == (0,)
