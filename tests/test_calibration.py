@@ -124,3 +124,13 @@ def test_position_spread_of_an_empty_frame():
     samples = torch.zeros(4, 80, 80)
     pos, spread, hits = cal.position_spread(samples.mean(0), samples)
     assert pos.shape == (0, 2) and spread.shape == (0, 2) and hits.shape == (0,)
+
+
+def test_emitter_zscores_index_the_truth():
+    theta = torch.tensor([[[6.3, 7.1], [13.6, 12.4], [0.0, 0.0]]], dtype=torch.float64).repeat(3, 1, 1)
+    mask = torch.tensor([[True, True, False]]).repeat(3, 1)
+    samples = _blob_frames(theta[:, :2], k=4, jitter=0.05)
+    out = cal.emitter_zscores(samples.mean(1), samples, theta, mask)
+    assert sorted(zip(out["frame"].tolist(), out["emitter"].tolist())) == [(f, e) for f in range(3) for e in range(2)]
+    truth = theta[out["frame"], out["emitter"]].numpy()
+    assert np.abs(out["error"]).max() < 0.2 and np.allclose(truth.shape, (6, 2))

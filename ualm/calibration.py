@@ -194,18 +194,19 @@ def emitter_zscores(means, samples, theta, mask=None, sigma_y: float = SIGMA_Y,
     to one to the truth, their error divided by their spread across the samples (x and y).
 
     means (F, H, W), samples (F, K, H, W), theta (F, N, 2) in low-res px with mask (F, N).
-    Returns arrays: 'error' (m, 2) detected − true in px, 'spread' (m, 2) in px, 'z' (m, 2) for
-    matched emitters with a finite, non-zero spread, and 'hits' (m,)."""
+    Returns arrays over the m matched emitters: 'error' (m, 2) detected − true in px, 'spread'
+    (m, 2) in px, 'hits' (m,), 'frame' (m,) and 'emitter' (m,) (index among the frame's true
+    emitters, mask applied); and 'z' (m', 2) for those with a finite, non-zero spread."""
     truths = _true_list(theta, mask)
-    err, spr, hits = [], [], []
+    parts = {k: [] for k in ("error", "spread", "hits", "frame", "emitter")}
     for f in range(len(truths)):
         pos, spread, h = position_spread(means[f], samples[f], sigma_y, tolerance, upsample)
         ip, it, _ = match(pos, truths[f], tolerance, upsample)
-        err.append(pos[ip] - truths[f][it])
-        spr.append(spread[ip])
-        hits.append(h[ip])
-    err = np.concatenate(err) if err else np.zeros((0, 2))
-    spr = np.concatenate(spr) if spr else np.zeros((0, 2))
+        for k, v in zip(parts, (pos[ip] - truths[f][it], spread[ip], h[ip], np.full(len(ip), f), it)):
+            parts[k].append(v)
+    out = {k: np.concatenate(v) if v else np.zeros((0, 2) if k in ("error", "spread") else 0)
+           for k, v in parts.items()}
+    spr = out["spread"]
     ok = np.isfinite(spr).all(1) & (spr > 0).all(1)
-    return {"error": err, "spread": spr, "hits": np.concatenate(hits) if hits else np.zeros(0, int),
-            "z": err[ok] / spr[ok]}
+    out["z"] = out["error"][ok] / spr[ok]
+    return out
