@@ -156,3 +156,39 @@ def test_nm_axis_uses_the_package_pixel_size():
     assert sec._functions[0](1.0) == pytest.approx(ualm.PIXEL_NM)
     (sec,) = plotting.add_nm_axis(ax, "y", scale=0.25)
     assert sec._functions[0](1.0) == pytest.approx(ualm.KDE_PIXEL_NM)
+
+
+def _fake_maps():
+    from ualm.uncertainty import SampleResult
+    g = torch.Generator().manual_seed(0)
+    y = ualm.kde(torch.tensor([[[9.5, 9.5]], [[5.0, 12.0]]]), normalize="peak")
+    samples = y[:, None] + 0.05 * torch.randn(2, 6, 80, 80, generator=g)
+    return {"a": SampleResult(samples=samples, yhat=y), "b": SampleResult(samples=2 * samples, yhat=y)}, y
+
+
+def test_uncertainty_figure_panels_and_bad_inputs():
+    maps, y = _fake_maps()
+    ref = (y, torch.full_like(y, 0.05 ** 2))
+    fig = widgets.uncertainty_figure(maps, ref, y, method="b", frame=1)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["mean of 6", "std", "MCMC std (β = 1)", "|mean − truth|"]
+    # the suptitle quotes the ratio of total std to the reference: 2 × 0.05 noise against 0.05
+    ratio = float(fig._suptitle.get_text().rsplit("= ", 1)[1])
+    assert 1.9 < ratio < 2.1
+    plt.close(fig)
+    assert len([a for a in widgets.uncertainty_figure(maps).axes if a.get_title()]) == 2
+    with pytest.raises(ValueError, match="method"):
+        widgets.uncertainty_figure(maps, method="c")
+    with pytest.raises(ValueError, match="frame"):
+        widgets.uncertainty_figure(maps, frame=2)
+    with pytest.raises(ValueError, match="empty"):
+        widgets.uncertainty_figure({})
+    plt.close("all")
+
+
+def test_uncertainty_explorer_builds():
+    W = pytest.importorskip("ipywidgets")
+    maps, y = _fake_maps()
+    box = widgets.uncertainty_explorer(maps, truth=y)
+    assert isinstance(box, W.VBox)
+    plt.close("all")

@@ -1,0 +1,96 @@
+"""Explorers of chapters 5 (the reverse process) and 6 (uncertainty against MCMC and the truth)."""
+from __future__ import annotations
+
+import functools
+
+import ipywidgets as W
+
+from .. import plotting
+from .core import _slider, explorer
+
+
+# --------------------------------------------------------------------------- chapter 5 (diffusion)
+
+def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame: int = 0):
+    """The reverse process of one chain of a `SampleResult` kept with keep_path=True: the
+    condition ŷ, the network's ŷ_0 of chain `sample` after step `step`, the spread (std over
+    the K chains) of ŷ_0 at that step, and the truth (if given). KDE units."""
+    if result.path is None:
+        raise ValueError("result has no path: call uncertainty_map(..., keep_path=True)")
+    path = result.path[frame].float().cpu()  # (K, S, H, W)
+    n_samples, n_steps = path.shape[:2]
+    step = int(step) % n_steps
+    sample = int(sample)
+    if not 0 <= sample < n_samples:
+        raise ValueError(f"sample must be in [0, {n_samples}), got {sample}")
+    t = result.info["path_t"][step]
+    panels = [(result.yhat[frame].float().cpu(), "condition ŷ = φ(x)"),
+              (path[sample, step], f"chain {sample}: ŷ_0 at t = {t}"),
+              (path[:, step].std(0), f"std over {n_samples} chains at t = {t}")]
+    if truth is not None:
+        panels.append((truth.float().cpu(), "truth y"))
+    fig, axes = plotting.subplots(len(panels), width=3.2, height=3.0)
+    for k, (ax, (img, title)) in enumerate(zip(axes, panels)):
+        std_panel = k == 2
+        plotting.show_kde(ax, img, title=title, label="std (KDE units)" if std_panel else "KDE units",
+                          vmin=0, vmax=None if std_panel else 1, cmap="magma" if std_panel else "inferno")
+    fig.suptitle(f"{result.info['sampler']} sampler, step {step + 1} of {n_steps} "
+                 f"({result.info['evals_per_sample']} network evaluations per sample)", fontsize=10)
+    return fig
+
+
+def diffusion_explorer(result, truth=None):
+    """Sliders over the steps and the chains of a SampleResult kept with keep_path=True;
+    nothing is resampled, the figure is redrawn from the stored path."""
+    n_samples, n_steps = result.path.shape[1:3]
+    controls = dict(step=_slider(int, n_steps - 1, 0, n_steps - 1, 1, "step"),
+                    sample=_slider(int, 0, 0, n_samples - 1, 1, "chain"))
+    return explorer(functools.partial(diffusion_figure, result, truth), controls,
+                    "reverse-process explorer")
+
+
+
+# --------------------------------------------------------------------------- chapter 6 (calibration)
+
+def uncertainty_figure(maps: dict, reference=None, truth=None, method: str | None = None, frame: int = 0):
+    """One frame under one uncertainty method: its sample mean and std map and, when given, the
+    MCMC reference std map (`reference` = (mean, var), each (F, uH, uW)) and the actual error
+    |mean − truth| (`truth` (F, uH, uW)). The std panels and the error share one colour scale.
+    maps: method name -> SampleResult on the same frames. KDE units."""
+    if not maps:
+        raise ValueError("maps is empty: give at least one method -> SampleResult")
+    method = method if method is not None else next(iter(maps))
+    if method not in maps:
+        raise ValueError(f"method must be one of {list(maps)}, got {method!r}")
+    res = maps[method]
+    frame = int(frame)
+    if not 0 <= frame < len(res):
+        raise ValueError(f"frame must be in [0, {len(res)}), got {frame}")
+    mean, std = res.mean()[frame].float().cpu(), res.std()[frame].float().cpu()
+    panels = [(mean, f"mean of {res.samples.shape[1]}", "KDE units"), (std, "std", "std (KDE units)")]
+    title = method
+    if reference is not None:
+        ref_std = reference[1][frame].float().cpu().clamp_min(0).sqrt()
+        panels.append((ref_std, "MCMC std (β = 1)", "std (KDE units)"))
+        title += f": total std / MCMC's = {float(std.pow(2).sum().sqrt() / ref_std.pow(2).sum().sqrt()):.2f}"
+    if truth is not None:
+        panels.append(((mean - truth[frame].float().cpu()).abs(), "|mean − truth|", "KDE units"))
+    vmax = max(float(p[0].max()) for p in panels[1:]) or 1.0
+    fig, axes = plotting.subplots(len(panels), width=3.0, height=2.9)
+    for k, (ax, (img, name, label)) in enumerate(zip(axes, panels)):
+        plotting.show_kde(ax, img, title=name, label=label, vmin=0, vmax=1 if k == 0 else vmax,
+                          cmap="inferno" if k == 0 else "magma")
+    for ax in axes[1:]:
+        ax.label_outer()
+    fig.suptitle(f"frame {frame}, {title}", fontsize=10)
+    return fig
+
+
+def uncertainty_explorer(maps: dict, reference=None, truth=None):
+    """A method menu and a frame slider over precomputed maps (nothing is resampled)."""
+    n = len(next(iter(maps.values())))
+    controls = dict(method=W.Dropdown(options=list(maps), description="method",
+                                      style={"description_width": "initial"}),
+                    frame=_slider(int, 0, 0, n - 1, 1, "frame"))
+    return explorer(functools.partial(uncertainty_figure, maps, reference, truth), controls,
+                    "uncertainty explorer")

@@ -1,0 +1,150 @@
+"""Explorers of chapters 3 (Metropolis–Hastings) and 4 (DeepSTORM)."""
+from __future__ import annotations
+
+import functools
+import math
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .. import PIXEL_NM, detect, mcmc, plotting, posterior
+from ..camera import Camera, make_generator
+from ..defaults import COUNT, I0, SHAPE, SIGMA_X, SIGMA_Y
+from ..fisher import crlb
+from ..psf import expected_frame
+from ..simulate import SimConfig, isolated_emitters, simulate_batch
+from .core import _F64, _slider, explorer
+
+
+# --------------------------------------------------------------------------- chapter 4
+
+def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: int = 0,
+                     threshold: float = 0.3, refine: str = "quadratic", sigma_y: float = SIGMA_Y,
+                     shape=SHAPE):
+    """One frame through φ: the camera frame x, the estimate ŷ = φ(x) with LoG detections
+    matched one-to-one to the truth (5 KDE px tolerance), and the true KDE y with the same
+    detector (the oracle). Emitters on the paper's disc."""
+    if int(n_emitters) < 1:
+        raise ValueError(f"n_emitters must be >= 1, got {n_emitters}")
+    cfg = SimConfig(shape=shape, i0=float(photons), count=int(n_emitters), sigma_y=float(sigma_y))
+    b = simulate_batch(1, cfg, generator=make_generator(int(seed)), dtype=torch.float32)
+    y_hat = model.predict(b["x"]).float().cpu()[0]
+    truth = b["theta"][0][b["mask"][0]]
+    refine = None if refine in (None, "none") else refine
+    fig, axes = plotting.subplots(3, width=3.9, height=3.6)
+    plotting.show_frame(axes[0], b["x"][0], title="camera frame x", label="ADU")
+    plotting.overlay_theta(axes[0], truth)
+    for ax, img, name in ((axes[1], y_hat, "φ(x) = ŷ"), (axes[2], b["y"][0], "oracle: true y")):
+        pred = detect.detect(img, sigma_y=sigma_y, threshold=float(threshold), refine=refine)
+        ip, it, _ = detect.match(pred, truth)
+        m = detect.localization_metrics([pred], truth[None])
+        plotting.show_kde(ax, img, title=f"{name}\nP = {m.precision:.2f}, R = {m.recall:.2f}",
+                          label="KDE (peak-normalised)", vmin=0, vmax=1)
+        plotting.draw_matches(ax, pred, truth, (ip, it), legend=ax is axes[1])
+    fig.suptitle(f"i0 = {photons:.0f} photons, {int(n_emitters)} emitters, threshold {threshold:g}, "
+                 f"refine = {refine}", fontsize=10)
+    return fig
+
+
+def deepstorm_explorer(model, **defaults):
+    """Sliders for photons, number of emitters, seed, detection threshold and refinement,
+    redrawing `deepstorm_figure` for the network `model`."""
+    d = dict(photons=I0, n_emitters=COUNT, seed=0, threshold=0.3, refine="quadratic")
+    d.update(defaults)
+    controls = dict(
+        photons=_slider(float, d["photons"], 20, 2000, 0.05, "photons i0", log=True),
+        n_emitters=_slider(int, d["n_emitters"], 1, 20, 1, "emitters"),
+        threshold=_slider(float, d["threshold"], 0.05, 0.9, 0.05, "threshold (peak)"),
+        seed=W.IntText(value=d["seed"], description="seed"),
+        refine=W.Dropdown(options=["quadratic", "centroid", "none"], value=d["refine"],
+                          description="refine"),
+    )
+    return explorer(functools.partial(deepstorm_figure, model), controls, "DeepSTORM explorer")
+
+
+# --------------------------------------------------------------------------- chapter 3 (MCMC)
+
+def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = False,
+                photons: float = I0, n_chains: int = 4, n_iter: int = 3000,
+                burn_in: int = 500, seed: int = 0, device=None):
+    """Metropolis–Hastings on one isolated emitter (paper camera) with tempering `beta` and a
+    random-walk proposal of variance `proposal_var` px² (tuned during burn-in if `adapt`):
+    the traces of x, the draws of (x, y) against the CRLB circle and its 1/√β inflation, and
+    the posterior uncertainty map √Var(y) of eq. 5 (peak-normalised KDE units)."""
+    device = torch.device(device or "cpu")
+    nm = PIXEL_NM
+    gen = make_generator(int(seed), device)
+    theta, _ = isolated_emitters(1, SHAPE, generator=gen, dtype=_F64, device=device)
+    camera = Camera()
+    x = camera.sample(expected_frame(theta, float(photons), SIGMA_X, 0.0, SHAPE), generator=gen)[0]
+    res = mcmc.sample_posterior(x, camera, i0=float(photons), beta=float(beta),
+                                proposal=float(proposal_var), adapt=bool(adapt),
+                                n_chains=int(n_chains), n_iter=int(n_iter), burn_in=int(burn_in),
+                                seed=int(seed) + 1)
+    bound = crlb(theta, float(photons), SIGMA_X, 0.0, camera)[0]  # (2,) px, photons known
+    _, var = posterior.kde_moments(res)
+    std, rh, ess = res.std(), res.rhat(), res.ess()
+    truth = theta[0, 0]
+
+    fig, axes = plotting.subplots(3, width=4.0, height=3.5)
+    plotting.show_traces(axes[0], res.param("x0")[:, : min(1500, res.n_draws)], "x (px)",
+                         truth=float(truth[0]), band=float(bound[0]))
+    axes[0].set_title(f"traces, acceptance {float(res.acceptance.mean()):.2f}")
+    axes[0].legend(fontsize=7, loc="upper right")
+    ax = axes[1]
+    flat = res.flat()[::max(1, res.flat().shape[0] // 4000)]
+    centre = res.mean()
+    d = plotting.to_numpy(flat - centre) * nm
+    t = plotting.to_numpy(truth - centre) * nm
+    ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, color="C0", label="draws")
+    ax.scatter([t[0]], [t[1]], marker="+", s=80, color="k", zorder=5, label="true θ")
+    r1 = float(bound.mean()) * nm
+    ax.add_patch(plt.Circle((0, 0), r1, fill=False, color="C3", lw=1.5, zorder=4,
+                            label="CRLB (β = 1)"))
+    if float(beta) < 1:
+        ax.add_patch(plt.Circle((0, 0), r1 / math.sqrt(float(beta)), fill=False, color="C3",
+                                lw=1.5, ls="--", zorder=4, label="CRLB / √β"))
+    lim = max(4 * r1 / math.sqrt(float(beta)), 1.1 * float(np.abs(d).max()) if d.size else 0)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(lim, -lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x − posterior mean (nm)")
+    ax.set_ylabel("y − posterior mean (nm)")
+    ax.set_title(f"std/CRLB x {float(std[0] / bound[0]):.2f}, y {float(std[1] / bound[1]):.2f}")
+    ax.legend(fontsize=7, loc="upper right")
+    plotting.show_kde(axes[2], var.sqrt(), title="posterior √Var(y)", label="√Var(y) (peak units)",
+                      cmap="magma")
+    c = float(truth[0]), float(truth[1])
+    axes[2].set_xlim(c[0] - 3, c[0] + 3)
+    axes[2].set_ylim(c[1] + 3, c[1] - 3)
+    plotting.add_nm_axis(axes[2], "x")
+    fig.suptitle(f"β = {float(beta):g}, proposal σ² = {float(proposal_var):g} px²"
+                 f"{' (tuned in burn-in)' if adapt else ''}, {int(n_chains)} chains × "
+                 f"{res.n_draws} draws: R-hat ≤ {float(rh.max()):.3f}, ESS ≥ {float(ess.min()):.0f}",
+                 fontsize=10)
+    return fig
+
+
+def mcmc_explorer(**defaults):
+    """Sliders for the tempering β and the proposal variance (log scales), a switch for the
+    adaptive proposal, photons and seed, redrawing `mcmc_figure`. `defaults` set the starting
+    values of those controls; other `mcmc_figure` arguments (n_chains, n_iter, burn_in, device)
+    are passed on fixed."""
+    d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=I0, seed=0)
+    fixed = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device") if k in defaults}
+    unknown = set(defaults) - set(d)
+    if unknown:
+        raise TypeError(f"mcmc_explorer got unexpected arguments {sorted(unknown)}")
+    d.update(defaults)
+    controls = dict(
+        beta=_slider(float, d["beta"], 0.02, 1.0, 0.05, "tempering β", log=True),
+        proposal_var=_slider(float, d["proposal_var"], 1e-4, 1.0, 0.1, "proposal σ² (px²)", log=True),
+        adapt=W.Checkbox(value=d["adapt"], description="tune proposal in burn-in"),
+        photons=_slider(float, d["photons"], 50, 5000, 0.05, "photons i0", log=True),
+        seed=W.IntText(value=d["seed"], description="seed"),
+    )
+    return explorer(functools.partial(mcmc_figure, **fixed), controls, "Metropolis–Hastings explorer")
+
+
