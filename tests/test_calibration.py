@@ -65,8 +65,9 @@ def test_zscores_and_calibration_summary():
     samples, y = _gaussian_case(1.0, k=32)
     c = cal.calibration(samples, y)
     assert c.n_pixels == y.numel()
-    assert abs(c.mean_abs_z - np.sqrt(2 / np.pi)) < 0.05  # E|z| of N(0, 1), up to K = 32 noise
-    assert abs(c.z_std - 1.0) < 0.06
+    assert abs(c.mean_abs_z - cal.expected_abs_z(32)) < 0.03
+    # std of √(1 + 1/K) t_{K−1}: √((1 + 1/K)(K − 1)/(K − 3)) = 1.05 for K = 32
+    assert abs(c.z_std - np.sqrt((1 + 1 / 32) * 31 / 29)) < 0.03
     assert c.zero_std == 0.0
     half = cal.calibration(*_gaussian_case(0.5, k=32))
     assert half.mean_abs_z > 1.5 and half.at(0.9) < 0.7
@@ -134,3 +135,14 @@ def test_emitter_zscores_index_the_truth():
     assert sorted(zip(out["frame"].tolist(), out["emitter"].tolist())) == [(f, e) for f in range(3) for e in range(2)]
     truth = theta[out["frame"], out["emitter"]].numpy()
     assert np.abs(out["error"]).max() < 0.2 and np.allclose(truth.shape, (6, 2))
+
+
+@pytest.mark.parametrize("k", [4, 8, 32])
+def test_expected_abs_z_matches_monte_carlo(k):
+    samples, y = _gaussian_case(1.0, k=k, f=1000, seed=k)
+    z = cal.zscores(y, samples.mean(1), samples.std(1))
+    # 36 000 pixels: the standard error of mean |z| is below 0.01 for K >= 4
+    assert abs(float(z.abs().mean()) - cal.expected_abs_z(k)) < 0.03
+    assert cal.expected_abs_z(10_000) == pytest.approx(np.sqrt(2 / np.pi), abs=1e-3)
+    with pytest.raises(ValueError, match="K >= 3"):
+        cal.expected_abs_z(2)

@@ -8,6 +8,7 @@ frame are zero in the truth and in every sample, and would make any method look 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,18 @@ def zscores(y, mean, std, mask=None) -> torch.Tensor:
     if mask is not None:
         keep &= torch.as_tensor(mask).bool().cpu()
     return (y[keep] - mean[keep]) / std[keep]
+
+
+def expected_abs_z(k: int) -> float:
+    """E|z| for a calibrated Gaussian predictive summarised by K samples: z = (y − ȳ)/s is then
+    √(1 + 1/K) times a Student t with K − 1 degrees of freedom, so E|z| = √(1 + 1/K) · E|t|
+    (0.95 for K = 8, 0.83 for K = 32, → √(2/π) ≈ 0.80 as K → ∞)."""
+    if int(k) < 3:
+        raise ValueError(f"E|z| is finite for K >= 3 samples, got K = {k}")
+    nu = int(k) - 1
+    e_abs_t = 2 * math.sqrt(nu) * math.exp(math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)) / (
+        math.sqrt(math.pi) * (nu - 1))
+    return math.sqrt(1 + 1 / int(k)) * e_abs_t
 
 
 def zero_std_fraction(std, mask=None) -> float:
