@@ -66,7 +66,7 @@ def diffusion_settings(profile: str) -> dict:
     """Ψ's 'quick' (2-core CPU, the bundled weights) and 'full' (GPU, the paper's U-Net) runs."""
     if profile == "quick":
         return dict(model=PRESETS["small"],
-                    train=TrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=100,
+                    train=TrainConfig(steps=8000, batch_size=16, lr=1e-3, warmup=100,
                                       val_every=200, val_batches=8, ckpt_every=100))
     if profile == "full":
         return dict(model=PRESETS["paper"],
