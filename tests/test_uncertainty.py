@@ -238,3 +238,17 @@ def test_ensemble_map_stacks_members():
     for k, m in enumerate(members):
         assert torch.equal(r.samples[:, k], m.predict(frames))
     assert torch.allclose(r.var(), torch.stack([m.predict(frames) for m in members], 1).var(1))
+
+
+def test_bundled_ensemble_members_differ_and_carry_dropout():
+    from ualm.uncertainty import ensemble_map, mc_dropout_map
+    infos = [ualm.pretrained.manifest(f"deepstorm_ens{k}") for k in range(5)]
+    assert [i["train_config"]["seed"] for i in infos] == [1, 2, 3, 4, 5]
+    assert all(i["model_config"]["dropout"] == 0.1 for i in infos)
+    assert len({i["sha256"] for i in infos}) == 5
+    members = [ualm.pretrained.load(f"deepstorm_ens{k}") for k in range(5)]
+    x = _frames(2)
+    ens = ensemble_map(x, members)
+    assert ens.samples.shape == (2, 5, 80, 80) and float(ens.std().max()) > 0
+    drop = mc_dropout_map(x, members[0], n_samples=3, seed=0)
+    assert float(drop.std().max()) > 0
