@@ -15,8 +15,9 @@ Writes benchmarks/results/diffusion.json:
 With the bundled weights the summary is recorded in ualm/pretrained/diffusion_quick.json
 (`ualm.pretrained.record_metrics`, keyed by the SHA-256 of the weights).
 
-    python benchmarks/diffusion.py [--frames 200] [--samples 8] [--slow-samples 4] [--threads 2]
+    python benchmarks/diffusion.py [--frames 200] [--samples 8] [--slow-samples 2] [--threads 2]
     python benchmarks/diffusion.py --speed-only   # remeasure the timings, keep the fidelity rows
+    python benchmarks/diffusion.py --only "t0 = 10"   # measure one sampler, keep the others' rows
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--samples", type=int, default=8, help="K for the fast samplers")
-    ap.add_argument("--slow-samples", type=int, default=4, help=f"K for samplers with > {SLOW} evaluations")
+    ap.add_argument("--slow-samples", type=int, default=2, help=f"K for samplers with > {SLOW} evaluations")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
@@ -127,6 +128,20 @@ def main(argv=None) -> int:
         rows.append(row)
         print({k2: (round(v, 5) if isinstance(v, float) else v) for k2, v in row.items()})
 
+    if args.only and not args.speed_only:  # keep the other samplers' rows measured on these weights
+        path = Path(args.out) if args.out else common.RESULTS / "diffusion.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        same = (old.get("weights_sha256") == info["sha256"] and old.get("protocol", {}).get("frames") == args.frames
+                and old["protocol"].get("samples") == args.samples and old["protocol"].get("slow_samples") == args.slow_samples)
+        if same:
+            fresh = {r["method"] for r in rows}
+            rows = [rows[0]] + [r for r in old["fidelity"][1:] if r["method"] not in fresh] + rows[1:]
+            order = list(SAMPLER_TABLE)
+            rows = [rows[0]] + sorted(rows[1:], key=lambda r: order.index(r["method"]) if r["method"] in order else 99)
+            measured = {r["sampler"] for r in speed_rows}
+            speed_rows = sorted([r for r in old.get("speed", []) if r["sampler"] not in measured] + speed_rows,
+                                key=lambda r: (r["device"], order.index(r["sampler"]) if r["sampler"] in order else 99))
+            print(f"merged with the rows of {path} for the samplers not measured now")
     base = rows[0]
     paper = next((r for r in rows if r["method"].startswith("paper")), {"evals": 100, "mse": float("inf"),
                                                                            "recall": 0.0})
