@@ -38,15 +38,10 @@ import common  # noqa: E402
 
 import ualm  # noqa: E402
 from ualm import diffusion, pretrained  # noqa: E402
-from ualm.uncertainty import SAMPLER_TABLE, fidelity, uncertainty_map  # noqa: E402
+from ualm.uncertainty import SAMPLER_TABLE, evals_per_sample, fidelity, uncertainty_map  # noqa: E402
 
 HELD_OUT_SEED = 20261127  # not a seed of the training stream (SimSource) nor of its validation set
 SLOW = 50  # samplers with more network evaluations than this get --slow-samples samples
-
-
-def evals_of(sampler: str, over: dict) -> int:
-    s = {**diffusion.SAMPLERS[sampler], **over}
-    return len(diffusion.step_path(s.get("t0") or diffusion.schedule("paper").T, s["method"], s.get("steps"))) - 1
 
 
 def speed(psi, phi, device, frame, table=SAMPLER_TABLE) -> list[dict]:
@@ -119,7 +114,7 @@ def main(argv=None) -> int:
         labels = list(table)
     for label in labels:
         name, over = SAMPLER_TABLE[label]
-        k = args.slow_samples if evals_of(name, over) > SLOW else args.samples
+        k = args.slow_samples if evals_per_sample(name, diffusion.schedule("paper").T, **over) > SLOW else args.samples
         t0 = time.perf_counter()
         res = uncertainty_map(x, psi, phi, k, name, seed=1, progress=True, **over)
         sec = time.perf_counter() - t0

@@ -50,7 +50,7 @@ from ualm import mcmc, pretrained  # noqa: E402
 from ualm.defaults import I0  # noqa: E402
 from ualm.models.deepstorm import training_sim_config  # noqa: E402
 from ualm.posterior import kde_moments  # noqa: E402
-from ualm.uncertainty import (SAMPLER_TABLE, ensemble_map, fidelity, mc_dropout_map,  # noqa: E402
+from ualm.uncertainty import (SAMPLER_TABLE, ensemble_map, evals_per_sample, fidelity, mc_dropout_map,  # noqa: E402
                               significant_pixels, uncertainty_map)
 
 ISOLATED_SEED = 20261129  # held out: not the training stream, its validation set, nor chapter 5's
@@ -75,9 +75,7 @@ def is_slow(kind, label) -> bool:
     if kind != "diffusion":
         return False
     name, over = SAMPLER_TABLE[label]
-    from ualm.diffusion import SAMPLERS, step_path
-    s = {**SAMPLERS[name], **over}
-    return len(step_path(s.get("t0") or 100, s["method"], s.get("steps"))) - 1 > SLOW
+    return evals_per_sample(name, **over) > SLOW
 
 
 def run_method(kind, weights, label, x, k, seed, cache):

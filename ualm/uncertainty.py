@@ -63,6 +63,16 @@ def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
     return x, single
 
 
+def _eval_steps(settings: dict, T: int) -> list:
+    """The steps t at which a sampler with these settings evaluates the network."""
+    return step_path(settings.get("t0") or T, settings["method"], settings.get("steps"))[:-1]
+
+
+def evals_per_sample(sampler: str, T: int = 100, **overrides) -> int:
+    """Network evaluations per sample of `sampler` (a name of SAMPLERS) with `overrides`."""
+    return len(_eval_steps({**SAMPLERS[sampler], **overrides}, T))
+
+
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str = "ddim", *,
                     seed: int = 0, batch_size: int | None = None, progress: bool = True, shape=(20, 20),
                     keep_path: bool = False, **overrides) -> SampleResult:
@@ -99,7 +109,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     samples, path = out if keep_path else (out, None)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
-    path_t = step_path(t0, settings["method"], settings.get("steps"))[:-1]  # network evaluations
+    path_t = _eval_steps(settings, sched.T)
     info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
             "n_samples": n_samples, "seed": seed, "seconds": seconds}
     return SampleResult(samples=samples, yhat=yhat, info=info, path=path)
