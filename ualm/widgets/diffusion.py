@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import functools
 
-import ipywidgets as W
-
 from .. import plotting
-from .core import _slider, explorer
+from .core import _dropdown, _slider, make_explorer
+from .static import MAX_STATES
 
 
 # --------------------------------------------------------------------------- chapter 5 (diffusion)
@@ -39,15 +38,28 @@ def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame:
     return fig
 
 
-def diffusion_explorer(result, truth=None):
+def diffusion_explorer(result, truth=None, static: bool | None = None):
     """Sliders over the steps and the chains of a SampleResult kept with keep_path=True;
-    nothing is resampled, the figure is redrawn from the stored path."""
+    nothing is resampled, the figure is redrawn from the stored path. Precomputed (see
+    `core.use_static`): up to 6 steps, evenly spaced and ending with the last, × 2 chains."""
+    if result.path is None:
+        raise ValueError("result has no path: call uncertainty_map(..., keep_path=True)")
     n_samples, n_steps = result.path.shape[1:3]
-    controls = dict(step=_slider(int, n_steps - 1, 0, n_steps - 1, 1, "step"),
-                    sample=_slider(int, 0, 0, n_samples - 1, 1, "chain"))
-    return explorer(functools.partial(diffusion_figure, result, truth), controls,
-                    "reverse-process explorer")
+    labels = dict(step="step", sample="chain")
 
+    def controls():
+        return dict(step=_slider(int, n_steps - 1, 0, n_steps - 1, 1, labels["step"]),
+                    sample=_slider(int, 0, 0, n_samples - 1, 1, labels["sample"]))
+
+    n_show = min(n_steps, 6)
+    steps = sorted({round(i * (n_steps - 1) / max(n_show - 1, 1)) for i in range(n_show)})
+    path_t = result.info.get("path_t") if result.info else None
+    formats = dict(step=lambda s: f"{s + 1} of {n_steps}"
+                   + (f" (t = {path_t[s]})" if path_t is not None else ""))
+    grid = dict(step=steps, sample=list(range(min(n_samples, 2))))  # 12 states, ~0.5 MB
+    return make_explorer(functools.partial(diffusion_figure, result, truth), controls, grid,
+                         title="reverse-process explorer", labels=labels,
+                         defaults=dict(step=n_steps - 1, sample=0), formats=formats, static=static)
 
 
 # --------------------------------------------------------------------------- chapter 6 (calibration)
@@ -86,11 +98,18 @@ def uncertainty_figure(maps: dict, reference=None, truth=None, method: str | Non
     return fig
 
 
-def uncertainty_explorer(maps: dict, reference=None, truth=None):
-    """A method menu and a frame slider over precomputed maps (nothing is resampled)."""
+def uncertainty_explorer(maps: dict, reference=None, truth=None, static: bool | None = None):
+    """A method menu and a frame slider over precomputed maps (nothing is resampled).
+    Precomputed (see `core.use_static`): every method × the first frames, at most 24 states."""
+    if not maps:
+        raise ValueError("maps is empty: give at least one method -> SampleResult")
     n = len(next(iter(maps.values())))
-    controls = dict(method=W.Dropdown(options=list(maps), description="method",
-                                      style={"description_width": "initial"}),
-                    frame=_slider(int, 0, 0, n - 1, 1, "frame"))
-    return explorer(functools.partial(uncertainty_figure, maps, reference, truth), controls,
-                    "uncertainty explorer")
+    labels = dict(method="method", frame="frame")
+
+    def controls():
+        return dict(method=_dropdown(list(maps), next(iter(maps)), labels["method"]),
+                    frame=_slider(int, 0, 0, n - 1, 1, labels["frame"]))
+
+    grid = dict(method=list(maps), frame=list(range(max(1, min(n, MAX_STATES // len(maps))))))
+    return make_explorer(functools.partial(uncertainty_figure, maps, reference, truth), controls,
+                         grid, title="uncertainty explorer", labels=labels, static=static)

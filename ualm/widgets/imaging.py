@@ -1,9 +1,9 @@
 """Explorers of chapters 1 (image formation) and 2 (Fisher information, CRLB)."""
 from __future__ import annotations
 
+import functools
 import math
 
-import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from ..fisher import crlb
 from ..protocols import mle_vs_crlb
 from ..psf import expected_frame
 from ..simulate import disc_emitters, kde
-from .core import _F64, _slider, explorer
+from .core import _F64, _int_text, _slider, make_explorer, near
 
 
 # --------------------------------------------------------------------------- chapter 1
@@ -64,22 +64,35 @@ def image_formation_figure(photons: float = I0, background: float = 0.0, read_va
     return fig
 
 
-def image_formation_explorer(**defaults):
+def image_formation_explorer(static: bool | None = None, **defaults):
     """Sliders for photons, background, read-noise variance, PSF σ, gain, number of emitters
-    and seed, redrawing `image_formation_figure`."""
+    and seed, redrawing `image_formation_figure`. Precomputed (see `core.use_static`): 24 states
+    over photons, background, gain and σ; the other controls fixed at their defaults."""
     d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, gain=1.0, n_emitters=3,
              seed=0)
     d.update(defaults)
-    controls = dict(
-        photons=_slider(float, d["photons"], 10, 10000, 0.05, "photons i0", log=True),
-        background=_slider(float, d["background"], 0.0, 50.0, 0.5, "background (photons/px)"),
-        read_var=_slider(float, d["read_var"], 0.0, 200.0, 1.0, "read variance w² (ADU²)"),
-        sigma=_slider(float, d["sigma"], 0.5, 2.5, 0.02, "PSF σ (px)"),
-        gain=_slider(float, d["gain"], 0.25, 8.0, 0.25, "gain g (ADU/photon)"),
-        n_emitters=_slider(int, d["n_emitters"], 1, 15, 1, "emitters"),
-        seed=W.IntText(value=d["seed"], description="seed"),
-    )
-    return explorer(image_formation_figure, controls, "Image formation explorer")
+    labels = dict(photons="photons i0", background="background (photons/px)",
+                  read_var="read variance w² (ADU²)", sigma="PSF σ (px)",
+                  gain="gain g (ADU/photon)", n_emitters="emitters", seed="seed")
+
+    def controls():
+        return dict(
+            photons=_slider(float, d["photons"], 10, 10000, 0.05, labels["photons"], log=True),
+            background=_slider(float, d["background"], 0.0, 50.0, 0.5, labels["background"]),
+            read_var=_slider(float, d["read_var"], 0.0, 200.0, 1.0, labels["read_var"]),
+            sigma=_slider(float, d["sigma"], 0.5, 2.5, 0.02, labels["sigma"]),
+            gain=_slider(float, d["gain"], 0.25, 8.0, 0.25, labels["gain"]),
+            n_emitters=_slider(int, d["n_emitters"], 1, 15, 1, labels["n_emitters"]),
+            seed=_int_text(d["seed"], labels["seed"]),
+        )
+
+    grid = dict(photons=near([20.0, I0, 2000.0], d["photons"]),
+                background=near([0.0, 10.0], d["background"]),
+                gain=near([1.0, 4.0], d["gain"]),
+                sigma=near([SIGMA_X, 1.8], d["sigma"]))
+    fixed = {k: d[k] for k in ("read_var", "n_emitters", "seed")}
+    return make_explorer(image_formation_figure, controls, grid, title="Image formation explorer",
+                         labels=labels, defaults={k: d[k] for k in grid}, fixed=fixed, static=static)
 
 
 # --------------------------------------------------------------------------- chapter 2
@@ -143,19 +156,32 @@ def crlb_figure(photons: float = I0, background: float = 0.0, read_var: float = 
     return fig
 
 
-def crlb_explorer(**defaults):
+def crlb_explorer(static: bool | None = None, **defaults):
     """Sliders for photons, background, read-noise variance and PSF σ, redrawing
-    `crlb_figure` (CRLB in nm and a small batch of simulated MLE fits)."""
+    `crlb_figure` (CRLB in nm and a small batch of simulated MLE fits). Precomputed (see
+    `core.use_static`): 24 states over those four, frames and seed fixed."""
     d = dict(photons=I0, background=0.0, read_var=5.0, sigma=SIGMA_X, n_frames=200, seed=0)
+    fixed_args = {k: defaults.pop(k) for k in ("shape", "device") if k in defaults}
     d.update(defaults)
-    controls = dict(
-        photons=_slider(float, d["photons"], 20, 10000, 0.05, "photons i0", log=True),
-        background=_slider(float, d["background"], 0.0, 50.0, 0.5, "background (photons/px)"),
-        read_var=_slider(float, d["read_var"], 0.0, 200.0, 1.0, "read variance w² (ADU²)"),
-        sigma=_slider(float, d["sigma"], 0.5, 2.0, 0.02, "PSF σ (px)"),
-        n_frames=_slider(int, d["n_frames"], 50, 2000, 50, "frames"),
-        seed=W.IntText(value=d["seed"], description="seed"),
-    )
-    return explorer(crlb_figure, controls, "CRLB explorer")
+    labels = dict(photons="photons i0", background="background (photons/px)",
+                  read_var="read variance w² (ADU²)", sigma="PSF σ (px)", n_frames="frames",
+                  seed="seed")
 
+    def controls():
+        return dict(
+            photons=_slider(float, d["photons"], 20, 10000, 0.05, labels["photons"], log=True),
+            background=_slider(float, d["background"], 0.0, 50.0, 0.5, labels["background"]),
+            read_var=_slider(float, d["read_var"], 0.0, 200.0, 1.0, labels["read_var"]),
+            sigma=_slider(float, d["sigma"], 0.5, 2.0, 0.02, labels["sigma"]),
+            n_frames=_slider(int, d["n_frames"], 50, 2000, 50, labels["n_frames"]),
+            seed=_int_text(d["seed"], labels["seed"]),
+        )
 
+    grid = dict(photons=near([20.0, I0, 2000.0], d["photons"]),
+                background=near([0.0, 10.0], d["background"]),
+                read_var=near([5.0, 100.0], d["read_var"]),
+                sigma=near([SIGMA_X, 1.5], d["sigma"]))
+    fixed = {k: d[k] for k in ("n_frames", "seed")}
+    figure = functools.partial(crlb_figure, **fixed_args) if fixed_args else crlb_figure
+    return make_explorer(figure, controls, grid, title="CRLB explorer", labels=labels,
+                         defaults={k: d[k] for k in grid}, fixed=fixed, static=static)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import math
 
-import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ from ..defaults import COUNT, I0, SHAPE, SIGMA_X, SIGMA_Y
 from ..fisher import crlb
 from ..psf import expected_frame
 from ..simulate import SimConfig, isolated_emitters, simulate_batch
-from .core import _F64, _slider, explorer
+from .core import _F64, _checkbox, _dropdown, _int_text, _slider, make_explorer, near
 
 
 # --------------------------------------------------------------------------- chapter 4
@@ -48,20 +47,31 @@ def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: 
     return fig
 
 
-def deepstorm_explorer(model, **defaults):
+def deepstorm_explorer(model, static: bool | None = None, **defaults):
     """Sliders for photons, number of emitters, seed, detection threshold and refinement,
-    redrawing `deepstorm_figure` for the network `model`."""
+    redrawing `deepstorm_figure` for the network `model`. Precomputed (see `core.use_static`):
+    18 states over photons, emitters and threshold; seed and refinement fixed."""
     d = dict(photons=I0, n_emitters=COUNT, seed=0, threshold=0.3, refine="quadratic")
     d.update(defaults)
-    controls = dict(
-        photons=_slider(float, d["photons"], 20, 2000, 0.05, "photons i0", log=True),
-        n_emitters=_slider(int, d["n_emitters"], 1, 20, 1, "emitters"),
-        threshold=_slider(float, d["threshold"], 0.05, 0.9, 0.05, "threshold (peak)"),
-        seed=W.IntText(value=d["seed"], description="seed"),
-        refine=W.Dropdown(options=["quadratic", "centroid", "none"], value=d["refine"],
-                          description="refine"),
-    )
-    return explorer(functools.partial(deepstorm_figure, model), controls, "DeepSTORM explorer")
+    labels = dict(photons="photons i0", n_emitters="emitters", threshold="threshold (peak)",
+                  seed="seed", refine="refine")
+
+    def controls():
+        return dict(
+            photons=_slider(float, d["photons"], 20, 2000, 0.05, labels["photons"], log=True),
+            n_emitters=_slider(int, d["n_emitters"], 1, 20, 1, labels["n_emitters"]),
+            threshold=_slider(float, d["threshold"], 0.05, 0.9, 0.05, labels["threshold"]),
+            seed=_int_text(d["seed"], labels["seed"]),
+            refine=_dropdown(["quadratic", "centroid", "none"], d["refine"], labels["refine"]),
+        )
+
+    grid = dict(photons=near([50.0, I0, 1000.0], d["photons"]),
+                n_emitters=near([COUNT, 2 * COUNT], d["n_emitters"]),
+                threshold=near([0.1, 0.3, 0.6], d["threshold"]))
+    fixed = {k: d[k] for k in ("seed", "refine")}
+    return make_explorer(functools.partial(deepstorm_figure, model), controls, grid,
+                         title="DeepSTORM explorer", labels=labels,
+                         defaults={k: d[k] for k in grid}, fixed=fixed, static=static, colors=128)
 
 
 # --------------------------------------------------------------------------- chapter 3 (MCMC)
@@ -127,24 +137,37 @@ def mcmc_figure(beta: float = 0.2, proposal_var: float = 0.05, adapt: bool = Fal
     return fig
 
 
-def mcmc_explorer(**defaults):
+def mcmc_explorer(static: bool | None = None, **defaults):
     """Sliders for the tempering β and the proposal variance (log scales), a switch for the
     adaptive proposal, photons and seed, redrawing `mcmc_figure`. `defaults` set the starting
     values of those controls; other `mcmc_figure` arguments (n_chains, n_iter, burn_in, device)
-    are passed on fixed."""
+    are passed on fixed. Precomputed (see `core.use_static`): 18 states over β, the proposal
+    variance and the switch; photons and seed fixed."""
     d = dict(beta=0.2, proposal_var=0.05, adapt=False, photons=I0, seed=0)
-    fixed = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device") if k in defaults}
+    fixed_args = {k: defaults.pop(k) for k in ("n_chains", "n_iter", "burn_in", "device")
+                  if k in defaults}
     unknown = set(defaults) - set(d)
     if unknown:
         raise TypeError(f"mcmc_explorer got unexpected arguments {sorted(unknown)}")
     d.update(defaults)
-    controls = dict(
-        beta=_slider(float, d["beta"], 0.02, 1.0, 0.05, "tempering β", log=True),
-        proposal_var=_slider(float, d["proposal_var"], 1e-4, 1.0, 0.1, "proposal σ² (px²)", log=True),
-        adapt=W.Checkbox(value=d["adapt"], description="tune proposal in burn-in"),
-        photons=_slider(float, d["photons"], 50, 5000, 0.05, "photons i0", log=True),
-        seed=W.IntText(value=d["seed"], description="seed"),
-    )
-    return explorer(functools.partial(mcmc_figure, **fixed), controls, "Metropolis–Hastings explorer")
+    labels = dict(beta="tempering β", proposal_var="proposal σ² (px²)",
+                  adapt="tune proposal in burn-in", photons="photons i0", seed="seed")
 
+    def controls():
+        return dict(
+            beta=_slider(float, d["beta"], 0.02, 1.0, 0.05, labels["beta"], log=True),
+            proposal_var=_slider(float, d["proposal_var"], 1e-4, 1.0, 0.1, labels["proposal_var"],
+                                 log=True),
+            adapt=_checkbox(d["adapt"], labels["adapt"]),
+            photons=_slider(float, d["photons"], 50, 5000, 0.05, labels["photons"], log=True),
+            seed=_int_text(d["seed"], labels["seed"]),
+        )
 
+    grid = dict(beta=near([0.05, 0.2, 1.0], d["beta"]),
+                proposal_var=near([0.005, 0.05, 0.5], d["proposal_var"]),
+                adapt=[False, True])
+    fixed = {k: d[k] for k in ("photons", "seed")}
+    return make_explorer(functools.partial(mcmc_figure, **fixed_args), controls, grid,
+                         title="Metropolis–Hastings explorer", labels=labels,
+                         defaults={k: d[k] for k in grid}, fixed=fixed, static=static,
+                         dpi=64, colors=128)  # noisy traces: smaller PNGs keep the page < 600 kB
