@@ -73,6 +73,10 @@ def book(args: list[str]) -> int:
     env = setup()
     env.setdefault("UALM_PROFILE", "quick")
     env.pop("MPLBACKEND", None)  # the kernel's inline backend puts the figures in the book
+    # Progress bars help someone running a notebook; on a web page they are noise.
+    env.setdefault("TQDM_DISABLE", "1")
+    # Explorers in the rendered book have no kernel: they show precomputed states instead.
+    env.setdefault("UALM_STATIC_WIDGETS", "1")
     if args and (ROOT / "_build").exists():
         print("dev.py: removing _build", flush=True)
         shutil.rmtree(ROOT / "_build")
@@ -99,7 +103,9 @@ def sync(args: list[str]) -> int:
     from tools.colab import colab_cell_source, repo_url_and_branch, set_colab_cell
 
     setup()
-    chapters = sorted((ROOT / "book").glob("*.md"))
+    # Chapters are the jupytext pairs; plain pages (notation, conclusion, ...) have no notebook.
+    chapters = sorted(p for p in (ROOT / "book").glob("*.md")
+                      if "\njupytext:" in p.read_text(encoding="utf-8").split("\n---", 1)[0])
     jupytext = [str(BIN / "jupytext"), "--sync"]
     # Take in edits made on either side of each pair (the newer file wins; cell ids are kept) ...
     check(*jupytext, *(str(p.relative_to(ROOT)) for p in chapters))

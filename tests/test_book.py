@@ -38,7 +38,19 @@ def toc_documents() -> list[str]:
     return [d[: -len(Path(d).suffix)] if Path(d).suffix in (".md", ".ipynb") else d for d in docs]
 
 
-CHAPTERS = toc_documents()
+def is_notebook(doc: str) -> bool:
+    """A chapter is a jupytext notebook (YAML header with `jupytext:`); a plain page
+    (notation, conclusion, ...) is Markdown only."""
+    path = ROOT / f"{doc}.md"
+    if not path.exists():  # reported by test_toc_lists_chapters_in_book
+        return True
+    text = path.read_text(encoding="utf-8")
+    return text.startswith("---") and "\njupytext:" in text.split("\n---", 1)[0]
+
+
+PAGES = toc_documents()
+CHAPTERS = [doc for doc in PAGES if is_notebook(doc)]
+PLAIN = [doc for doc in PAGES if doc not in CHAPTERS]
 
 
 def pair(doc: str) -> tuple[Path, Path]:
@@ -54,8 +66,19 @@ def code_cells(nb) -> list:
 
 
 def test_toc_lists_chapters_in_book():
-    assert CHAPTERS[0] == "book/intro"
-    assert all(doc.startswith("book/") for doc in CHAPTERS), CHAPTERS
+    assert PAGES[0] == "book/intro"
+    assert all(doc.startswith("book/") for doc in PAGES), PAGES
+    assert all((ROOT / f"{doc}.md").exists() for doc in PAGES), "a page of _toc.yml is missing"
+    assert [doc for doc in CHAPTERS if doc[5:7].isdigit()] == sorted(
+        doc for doc in CHAPTERS if doc[5:7].isdigit()), "numbered chapters out of order"
+
+
+@pytest.mark.parametrize("doc", PLAIN)
+def test_plain_page_has_no_code(doc):
+    """A page without a jupytext header is not executed, so it must not hold code cells."""
+    md, ipynb = pair(doc)
+    assert "{code-cell}" not in md.read_text(encoding="utf-8"), f"{md}: code cells need a jupytext header"
+    assert not ipynb.exists(), f"{ipynb}: a plain page has no notebook"
 
 
 @pytest.mark.parametrize("doc", CHAPTERS)
@@ -98,7 +121,8 @@ def test_colab_cell_follows_config(tmp_path):
     url, branch = repo_url_and_branch(config)
     assert (url, branch) == ("https://example.org/a/b", "dev")
     source = colab_cell_source(url, branch)
-    assert source.splitlines()[-1] == '    %pip install -q "ualm @ git+https://example.org/a/b@dev"'
+    assert '    spec = "ualm @ git+https://example.org/a/b@dev"' in source.splitlines()
+    compile(source, "colab", "exec")  # plain Python (no magics): the same cell runs anywhere
 
     old = "# T\n\n```{code-cell} ipython3\n:tags: [remove-cell]\n\nimport sys  # google.colab\n```\n"
     new = set_colab_cell(old, source)
@@ -131,3 +155,62 @@ def test_chapter_executes(doc, monkeypatch):
            for key in out.get("data", {}) if key.endswith("papermill.record/text/plain")
            and str(out["data"][key]).startswith(("np.", "tensor("))]
     assert not bad, f"{doc} glues values the book cannot format (wrap them in float()): {bad}"
+
+
+def test_colab_cell_stops_with_a_clear_message(monkeypatch):
+    """On Colab, a failed install stops the notebook with pip's message and how to fix it;
+    elsewhere the cell does nothing."""
+    import subprocess
+    import sys
+    import types
+
+    source = colab_cell_source("https://example.org/fork", "course")
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        return types.SimpleNamespace(returncode=1, stderr="ERROR: repository not found")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    exec(source, {})  # not on Colab: nothing runs
+    assert calls == []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(RuntimeError, match="(?s)example.org/fork@course.*repository not found.*_config.yml"):
+        exec(source, {})
+    assert calls and calls[0][-1] == "ualm @ git+https://example.org/fork@course"
+
+
+def test_exercises_are_numbered_and_listed_for_instructors():
+    """Every chapter exercise is a sphinx-exercise with a label ex-<chapter>-<k>, k = 1, 2, ...
+    in order, and the instructors' page lists each one."""
+    labels = []
+    for doc in CHAPTERS:
+        text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
+        found = re.findall(r"^```\{exercise\}[^\n]*\n:label: (ex-[\w-]+)", text, re.M)
+        assert text.count("```{exercise}") == len(found), f"{doc}: an exercise without a label"
+        chapter = Path(doc).name[:2]
+        if chapter.isdigit():
+            assert found == [f"ex-{int(chapter)}-{k}" for k in range(1, len(found) + 1)], (doc, found)
+            labels += found
+            for label in found:  # each exercise has its (folded) solution
+                assert re.search(rf"^`{{3,4}}\{{solution\}} {label}\n:class: dropdown", text, re.M), label
+    assert len(labels) >= 18
+    listed = set(re.findall(r"\{ref\}`(ex-\d+-\d+)`", (BOOK / "instructors.md").read_text(encoding="utf-8")))
+    assert set(labels) <= listed, f"not on the instructors' page: {sorted(set(labels) - listed)}"
+
+
+def test_long_cells_are_folded_and_glue_cells_hidden():
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    from book_ext import FOLD_LINES, fold_code_cells
+
+    long_cell = "```{code-cell} ipython3\n" + "x = 1\n" * FOLD_LINES + "```\n"
+    short_cell = "```{code-cell} ipython3\nx = 1\n```\n"
+    glue_cell = '```{code-cell} ipython3\nglue("a", 1, display=False)\nglue("b", 2,\n     display=False)\n```\n'
+    tagged = "```{code-cell} ipython3\n:tags: [remove-cell]\n\n" + "x = 1\n" * FOLD_LINES + "```\n"
+    text = "# T\n\n" + long_cell + "\n" + short_cell + "\n" + glue_cell + "\n" + tagged
+    out = fold_code_cells(text)
+    assert out.count(":tags: [hide-input]") == 1 and out.count(":tags: [remove-input]") == 1
+    assert short_cell in out and tagged in out  # left alone
+    assert jupytext.reads(out, fmt="md:myst").cells[1].metadata["tags"] == ["hide-input"]
+    assert fold_code_cells(out) == out  # idempotent: folded cells carry options now

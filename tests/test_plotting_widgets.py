@@ -19,7 +19,8 @@ from ualm import plotting, widgets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _close_figures():
+def _close_figures(monkeypatch):
+    monkeypatch.delenv("UALM_STATIC_WIDGETS", raising=False)  # the live explorers are tested here
     yield
     plt.close("all")
 

@@ -23,6 +23,7 @@ TABLES = {
     "diffusion": [R.diffusion_fidelity_table, R.diffusion_speed_table],
     "diffusion_frame": [R.diffusion_fidelity_table, R.diffusion_speed_table],
     "uncertainty": [R.uncertainty_table, R.uncertainty_reference_table, R.uncertainty_emitter_table],
+    "chapter_times": [R.chapter_times_table],
 }
 
 

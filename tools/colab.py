@@ -32,12 +32,20 @@ def repo_url_and_branch(config_path: str | Path = "_config.yml") -> tuple[str, s
 
 
 def colab_cell_source(url: str, branch: str) -> str:
-    """Source of the first code cell: installs ualm from ``url@branch`` on Colab only."""
+    """Source of the first code cell: installs ualm from ``url@branch`` on Colab only, and
+    stops the notebook with pip's message when that fails (a wrong URL or branch, no network)."""
     return "\n".join([
         FIRST_LINE,
         "import sys",
         'if "google.colab" in sys.modules:',
-        f'    %pip install -q "ualm @ git+{url}@{branch}"',
+        "    import subprocess",
+        f'    spec = "ualm @ git+{url}@{branch}"',
+        '    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec],',
+        "                         capture_output=True, text=True)",
+        "    if pip.returncode:",
+        '        raise RuntimeError(f"could not install {spec}:\\n{pip.stderr[-1500:]}\\n"',
+        '                           "A fork or a course sets its own repository.url in _config.yml "',
+        '                           "and runs `python3 dev.py sync` (see the README).")',
     ])
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .seeding import CHAINS, NOISE, make_generator, step_generator, step_seed
 from .train import SimSource
+from .progress import show_progress
 
 
 def to_net(y: torch.Tensor) -> torch.Tensor:
@@ -271,7 +272,7 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
     out = torch.empty(n_frames * n_samples, h, w, dtype=cond.dtype, device=device)
     kept = torch.empty(n_frames * n_samples, len(path) - 1, h, w, dtype=cond.dtype, device=device) \
         if keep_path else None
-    bar = tqdm(total=len(chains) * (len(path) - 1), disable=not progress, desc=f"{method} sampling",
+    bar = tqdm(total=len(chains) * (len(path) - 1), disable=not show_progress(progress), desc=f"{method} sampling",
                leave=False, unit="chain-step")
     was_training = model.training
     model.eval()

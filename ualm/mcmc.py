@@ -33,6 +33,7 @@ from .likelihood import PARAMS as EMITTER_PARAMS  # noqa: F401
 from .likelihood import EmitterLikelihood
 from .mcmc_result import MCMCResult
 from .mle import fit_mle
+from .progress import show_progress
 
 PAPER_PROPOSAL_VAR = 0.05  # σ² of the paper's random-walk proposal (px²)
 PAPER_BETA = 0.2
@@ -184,7 +185,7 @@ def _rwmh_loop(log_prob, init, cov, n_iter, burn_in, thin, n_keep, adapt, target
     from tqdm.auto import trange
 
     block = max(1, min(64, (1 << 22) // max(1, math.prod(batch) * c * (p + 1))))
-    for t in trange(n_iter, disable=not progress, desc=desc, mininterval=0.5, leave=False):
+    for t in trange(n_iter, disable=not show_progress(progress), desc=desc, mininterval=0.5, leave=False):
         j = t % block
         if j == 0:  # random numbers for the next `block` iterations at once
             zs = torch.randn((block,) + batch + (c, p), generator=generator, dtype=dtype, device=device)

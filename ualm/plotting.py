@@ -34,10 +34,39 @@ def frame_extent(shape) -> tuple[float, float, float, float]:
     return (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
-def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 3.0, **kw):
-    """plt.subplots sized per panel, with constrained layout (colourbars and nm axes fit)."""
+# The book's text column is about 7.3 inches at 100 dpi (730 px). A wider figure is shrunk by
+# the browser, and its 10-point labels with it, so `subplots` keeps figures within the column:
+# a single row of panels that does not fit wraps onto more rows, and what is still too wide is
+# scaled down as a whole.
+COLUMN_INCHES = 7.3
+DPI = 100
+MIN_SCALE = 0.8  # shrink panels by at most this much before wrapping a row
+
+
+def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 3.0,
+             max_width: float | None = COLUMN_INCHES, **kw):
+    """plt.subplots sized per panel (`width` × `height` inches), with constrained layout
+    (colourbars and nm axes fit), kept within `max_width` inches (the book's column; None for
+    no limit). A single row of `ncols` panels that would be wider than `max_width` is laid out
+    on several rows instead, and returned as the same 1-D array of `ncols` axes in reading
+    order, so that code indexing `axes[k]` is unaffected; a grid (nrows > 1) is only scaled."""
     kw.setdefault("layout", "constrained")
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
+    kw.setdefault("dpi", DPI)
+    squeeze = kw.pop("squeeze", True)
+    per_row = ncols
+    if max_width is not None and nrows == 1 and ncols > 1 and ncols * width * MIN_SCALE > max_width:
+        per_row = max(1, int(max_width // (width * MIN_SCALE)))
+    rows = nrows if per_row == ncols else -(-ncols // per_row)
+    scale = 1.0 if max_width is None else min(1.0, max_width / (width * per_row))
+    fig, axes = plt.subplots(rows, per_row, figsize=(width * per_row * scale, height * rows * scale),
+                             squeeze=False, **kw)
+    if per_row != ncols:  # wrapped: hand back the first ncols axes as one row, drop the rest
+        flat = list(axes.flat)
+        for ax in flat[ncols:]:
+            fig.delaxes(ax)
+        axes = np.array(flat[:ncols], dtype=object).reshape(1, ncols)
+    if squeeze:
+        axes = axes[0, 0] if axes.size == 1 else (axes.reshape(-1) if 1 in axes.shape else axes)
     return fig, axes
 
 

@@ -17,6 +17,7 @@ from .defaults import SHAPE, SIGMA_Y, UPSAMPLE
 from .mcmc_result import MCMCResult
 from .psf import pixel_integral
 from .simulate import kde, kde_peak, to_kde_coords
+from .progress import show_progress
 
 
 def kde_moments(samples, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = UPSAMPLE,
@@ -67,7 +68,7 @@ def kde_moments(samples, shape=SHAPE, sigma_y: float = SIGMA_Y, upsample: int = 
         raise ValueError(f"need at least 2 samples for a variance, got {s}")
     lead = theta.shape[:-3]
     chunk = max(1, batch_size // max(1, math.prod(lead)))
-    steps = trange(0, s, chunk, disable=not progress, desc="KDE moments", leave=False)
+    steps = trange(0, s, chunk, disable=not show_progress(progress), desc="KDE moments", leave=False)
     if method == "render":
         return _render_moments(theta, steps, chunk, (h, w), sig, upsample, normalize)
 

@@ -29,6 +29,7 @@ from .fisher import crlb
 from .mle import fit_mle
 from .psf import expected_frame
 from .simulate import SimConfig, isolated_emitters, simulate_batch
+from .progress import show_progress
 
 __all__ = ["CRLBCheck", "mle_vs_crlb", "simulate_and_predict", "lateral_crlb", "MethodResult",
            "DetectionResult", "detection_protocol", "density_sweep", "detector_sweep",
@@ -225,7 +226,7 @@ def detection_protocol(model, config: SimConfig, n_frames: int = 1000, seed: int
         jobs.append((f"oracle_{s:g}", oracle_kdes(data["theta"], data["mask"], s, config.shape,
                                                    config.upsample), s, "quadratic"))
     methods = {}
-    for key, kdes, s, refine in tqdm(jobs, desc="detect", disable=not progress):
+    for key, kdes, s, refine in tqdm(jobs, desc="detect", disable=not show_progress(progress)):
         m = evaluate_kdes(kdes, data["theta"], data["mask"], sigma_y=s, refine=refine,
                           threshold=threshold, upsample=config.upsample)
         label = _LABELS.get(key) or _oracle_label(s)
@@ -239,7 +240,7 @@ def density_sweep(model, config: SimConfig, counts, n_frames: int, seed: int,
     count). Returns {count: DetectionResult}."""
     return {c: detection_protocol(model, config.replace(count=c), n_frames, seed=seed + k,
                                   oracle_sigmas=oracle_sigmas)
-            for k, c in enumerate(tqdm(counts, desc="density", disable=not progress))}
+            for k, c in enumerate(tqdm(counts, desc="density", disable=not show_progress(progress)))}
 
 
 def detector_sweep(kdes, theta, mask, sigma_y: float, min_sigmas, overlaps,
@@ -257,7 +258,7 @@ def detector_sweep(kdes, theta, mask, sigma_y: float, min_sigmas, overlaps,
         if ms <= 0 or not 0 <= ov <= 1:
             raise ValueError(f"min_sigmas must be > 0 and overlaps in [0, 1], got {ms}, {ov}")
     rows = []
-    for ms, ov in tqdm(grid, desc="detector settings", disable=not progress):
+    for ms, ov in tqdm(grid, desc="detector settings", disable=not show_progress(progress)):
         m = evaluate_kdes(kdes, theta, mask, sigma_y=sigma_y, refine=refine, threshold=threshold,
                           upsample=upsample, min_sigma=ms, overlap=ov)
         rows.append({"min_sigma": ms, "overlap": ov,

@@ -38,6 +38,7 @@ __all__ = [
     "results_dir",
     "sim_throughput_table",
     "uncertainty_emitter_table",
+    "chapter_times_table",
     "uncertainty_reference_table",
     "uncertainty_reliability_series",
     "uncertainty_table",
@@ -67,6 +68,7 @@ BENCHMARKS = {
                                  "python benchmarks/diffusion.py --weights diffusion_frame_quick "
                                  "--out benchmarks/results/diffusion_frame.json", ("diffusion_frame_quick",)),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
+    "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
 }
 
 
@@ -474,3 +476,14 @@ def uncertainty_reliability_series(result: dict) -> dict:
         if rel.get("levels") and rel.get("coverage"):
             out[name] = (list(rel["levels"]), list(rel["coverage"]))
     return out
+
+
+# ---------------------------------------------------------------- chapter times
+
+def chapter_times_table(result: dict) -> Table:
+    """Seconds to execute each chapter top to bottom (benchmarks/chapter_times.py)."""
+    rows = [{"chapter": r.get("title", r.get("chapter", DASH)), "seconds": r.get("seconds"),
+             "minutes": (r["seconds"] / 60 if isinstance(r.get("seconds"), (int, float)) else None)}
+            for r in _need(result, "chapters")]
+    return Table(rows, {"chapter": "chapter", "seconds": "seconds", "minutes": "minutes"},
+                 {"seconds": ".0f", "minutes": ".1f"})

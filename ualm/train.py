@@ -53,6 +53,7 @@ from .checkpoints import (CHECKPOINT_NAME, FORMAT, STOP_SIGNALS, CheckpointError
                           state_digest, verify_checkpoint)
 from .seeding import DATA, MODEL, step_generator, step_seed
 from .simulate import SimConfig, simulate_batch
+from .progress import show_progress
 
 _FORMAT = FORMAT  # kept for older callers
 _CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
@@ -309,7 +310,7 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
         for record in history:
             log.write(json.dumps(record) + "\n")
         log.flush()
-    bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0,
+    bar = tqdm(total=config.steps, initial=step, disable=not show_progress(progress) or rank != 0,
                desc="train", dynamic_ncols=True)
     net.train()
     # wall-clock time in the history is cumulative over resumed runs

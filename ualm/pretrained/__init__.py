@@ -109,6 +109,12 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def available(directory=None) -> list[str]:
+    """Names of the bundled weights (those with both a manifest and a weight file), sorted."""
+    directory = Path(directory or HERE)
+    return sorted(p.stem for p in directory.glob("*.json") if p.with_suffix(".pt").is_file())
+
+
 def manifest(name: str = "deepstorm_quick", directory=None) -> dict:
     path = Path(directory or HERE) / f"{name}.json"
     if not path.is_file():

@@ -1,0 +1,217 @@
+"""The rendered book in a real browser: Debian's Chromium, driven by Selenium through Debian's
+chromedriver (nothing downloads a browser). Runs against `_build/html`, served on 127.0.0.1,
+after `python3 dev.py book`; skips with the reason when the book is not built or Chromium,
+chromedriver or selenium is absent, unless UALM_BROWSER_TEST=require (CI), where it fails.
+
+Per page: loads with no console error beyond ALLOWED; no Markdown table left as raw `| … |`
+text; no display equation wider than its box or starting left of it; every <img> loaded and
+non-empty; a screenshot under `_build/screenshots/`. Book-wide: the table of contents links
+resolve, each chapter's Colab button opens its own notebook, and an explorer on the static
+page changes its image when a slider moves.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+
+from test_book import CHAPTERS, PAGES, ROOT
+
+HTML = Path(os.environ.get("UALM_BOOK_HTML") or ROOT / "_build" / "html")  # the built book
+SHOTS = HTML.parent / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+REQUIRED = os.environ.get("UALM_BROWSER_TEST") == "require"
+WIDTH = 1280  # a laptop window: the book's column is then at its usual width
+
+# Console messages that are not the book's fault, each with the reason.
+ALLOWED = [
+    # Chromium's own, when its background networking is off and the machine is offline.
+    re.compile(r"favicon\.ico"),
+]
+
+
+def _missing() -> str | None:
+    if not (HTML / "index.html").exists():
+        return "the book is not built (run `python3 dev.py book`)"
+    for path, what in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromedriver")):
+        if not Path(path).exists():
+            return f"{what} is not installed (Debian: apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    return None
+
+
+if (reason := _missing()) is not None:
+    if REQUIRED:
+        pytest.fail(f"browser test required but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(_Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage", f"--window-size={WIDTH},900",
+                "--hide-scrollbars"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def page_url(server: str, doc: str) -> str:
+    return urljoin(server, f"{doc}.html")
+
+
+def load(browser, url: str) -> list[dict]:
+    """Open `url`, wait for MathJax and the images; return the console messages."""
+    browser.get_log("browser")  # drop what an earlier page left
+    browser.get(url)
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const imgs = Array.from(document.images).map(i => i.complete ? null :
+            new Promise(r => { i.onload = i.onerror = r; })).filter(Boolean);
+        const mj = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+        Promise.all([mj, ...imgs]).then(() => setTimeout(done, 300), () => done());
+    """)
+    return browser.get_log("browser")
+
+
+@pytest.fixture(scope="module")
+def pages(server, browser):
+    """Every page loaded once: doc -> {console, raw_tables, wide_math, bad_images, ...}."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for doc in PAGES:
+        logs = load(browser, page_url(server, doc))
+        info = browser.execute_script(r"""
+            const main = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+            const text = main.innerText;
+            const raw = text.split('\n').filter(l => /^\s*\|.*\|\s*$/.test(l) && /\|\s*:?-{3,}/.test(l));
+            // An equation may be wider than the column only inside a box that scrolls
+            // sideways, and never start left of that box (it could not be scrolled to).
+            const wide = [];
+            const column = main.getBoundingClientRect();
+            const scroller = e => { for (let a = e.parentElement; a && a !== main; a = a.parentElement)
+                                        if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return a;
+                                    return null; };
+            for (const c of main.querySelectorAll('mjx-container')) {
+                const box = c.getBoundingClientRect();
+                const s = scroller(c);
+                const frame = s ? s.getBoundingClientRect() : column;
+                if (box.left < frame.left - 1 || (!s && box.right > column.right + 1) ||
+                    (s && frame.right > column.right + 1))
+                    wide.push(c.textContent.slice(0, 60));
+            }
+            const badImg = Array.from(document.images)
+                .filter(i => i.offsetParent !== null && (!i.complete || i.naturalWidth === 0))
+                .map(i => i.src.slice(0, 80));
+            const mathSource = (text.match(/\\\(|\\\[|\$\$/g) || []).length;
+            return {raw_tables: raw, wide_math: wide, bad_images: badImg,
+                    math_nodes: document.querySelectorAll('mjx-container').length,
+                    unrendered_math: mathSource,
+                    height: document.documentElement.scrollHeight};
+        """)
+        info["console"] = [m for m in logs if m.get("level") == "SEVERE"
+                           and not any(a.search(m.get("message", "")) for a in ALLOWED)]
+        # The whole page at the window's width (Chromium caps a capture at 16,384 px).
+        browser.set_window_size(WIDTH, min(info["height"] + 150, 16000))
+        browser.save_screenshot(str(SHOTS / f"{Path(doc).name}.png"))
+        browser.set_window_size(WIDTH, 900)
+        out[doc] = info
+    return out
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_console_is_clean(pages, doc):
+    assert not pages[doc]["console"], pages[doc]["console"]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_has_no_raw_tables(pages, doc):
+    assert not pages[doc]["raw_tables"], pages[doc]["raw_tables"][:3]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_math_fits(pages, doc):
+    assert not pages[doc]["wide_math"], pages[doc]["wide_math"]
+    assert pages[doc]["unrendered_math"] == 0, "TeX left unrendered (MathJax did not run?)"
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_images_load(pages, doc):
+    assert not pages[doc]["bad_images"], pages[doc]["bad_images"]
+
+
+def test_toc_links_resolve(server, browser):
+    browser.get(urljoin(server, "index.html"))
+    hrefs = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "nav a[href]")}
+    local = [h for h in hrefs if h and h.startswith(server)]
+    assert len(local) >= len(PAGES) - 1, local
+    missing = [h for h in local if not (HTML / urlparse(h).path.lstrip("/")).is_file()]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_colab_button_opens_the_chapter_notebook(server, browser, doc):
+    browser.get(page_url(server, doc))
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='colab']")]
+    assert links, f"{doc}: no Colab launch button"
+    target = urlparse(links[0]).path
+    assert target.endswith(f"/{doc}.ipynb"), target
+    assert (ROOT / f"{doc}.ipynb").is_file()
+
+
+def test_static_explorer_responds_to_a_slider(server, browser):
+    load(browser, page_url(server, "book/01_image_formation"))
+    explorers = browser.find_elements(By.CSS_SELECTOR, ".ualm-static-explorer")
+    assert explorers, "no static explorer on chapter 1"
+    root = explorers[0]
+
+    def shown():
+        return [i.get_attribute("data-state") for i in root.find_elements(By.CSS_SELECTOR, "img[data-state]")
+                if i.is_displayed()]
+
+    before = shown()
+    assert len(before) == 1, before
+    slider = root.find_element(By.CSS_SELECTOR, "input[type=range]")
+    browser.execute_script("""
+        const s = arguments[0];
+        s.value = (+s.value + 1) % (+s.max + 1);
+        s.dispatchEvent(new Event('input', {bubbles: true}));
+    """, slider)
+    after = shown()
+    assert len(after) == 1 and after != before, (before, after)
