@@ -22,7 +22,7 @@ from nbclient import NotebookClient
 from common import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_book import CHAPTERS  # noqa: E402  (the notebook chapters of _toc.yml, in order)
 
 
