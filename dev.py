@@ -100,12 +100,12 @@ def strip_outputs(path: Path) -> None:
 
 def sync(args: list[str]) -> int:
     sys.path.insert(0, str(ROOT))
-    from tools.colab import colab_cell_source, repo_url_and_branch, set_colab_cell
+    from tools.colab import colab_cell_source, is_notebook_source, repo_url_and_branch, set_colab_cell
 
     setup()
     # Chapters are the jupytext pairs; plain pages (notation, conclusion, ...) have no notebook.
     chapters = sorted(p for p in (ROOT / "book").glob("*.md")
-                      if "\njupytext:" in p.read_text(encoding="utf-8").split("\n---", 1)[0])
+                      if is_notebook_source(p.read_text(encoding="utf-8")))
     jupytext = [str(BIN / "jupytext"), "--sync"]
     # Take in edits made on either side of each pair (the newer file wins; cell ids are kept) ...
     check(*jupytext, *(str(p.relative_to(ROOT)) for p in chapters))

@@ -13,7 +13,7 @@ import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tools.colab import TAG, colab_cell_source, repo_url_and_branch, set_colab_cell
+from tools.colab import TAG, colab_cell_source, is_notebook_source, repo_url_and_branch, set_colab_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -44,8 +44,7 @@ def is_notebook(doc: str) -> bool:
     path = ROOT / f"{doc}.md"
     if not path.exists():  # reported by test_toc_lists_chapters_in_book
         return True
-    text = path.read_text(encoding="utf-8")
-    return text.startswith("---") and "\njupytext:" in text.split("\n---", 1)[0]
+    return is_notebook_source(path.read_text(encoding="utf-8"))
 
 
 PAGES = toc_documents()

@@ -19,6 +19,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from colab import is_notebook_source  # tools/ is on sys.path: it is this extension's folder
 from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
 from pybtex.style.formatting.plain import Style as PlainStyle
@@ -117,7 +118,7 @@ def fold_code_cells(text: str) -> str:
 
 
 def _fold_source(app, docname, source):
-    if source and "\njupytext:" in source[0].split("\n---", 1)[0]:
+    if source and is_notebook_source(source[0]):
         source[0] = fold_code_cells(source[0])
 
 

@@ -14,6 +14,12 @@ TAG = "remove-cell"
 _FIRST_CODE_CELL = re.compile(r"^(`{3,})\{code-cell\}[^\n]*\n.*?^\1[ \t]*$", re.M | re.S)
 
 
+def is_notebook_source(text: str) -> bool:
+    """Whether a book page's Markdown is a jupytext notebook (a chapter: YAML front matter with
+    a `jupytext:` key) rather than a plain page."""
+    return text.startswith("---") and "\njupytext:" in text.split("\n---", 1)[0]
+
+
 def repo_url_and_branch(config_path: str | Path = "_config.yml") -> tuple[str, str]:
     """``repository.url`` and ``repository.branch`` (default "main") of a Jupyter Book config."""
     text = Path(config_path).read_text(encoding="utf-8")
