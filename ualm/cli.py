@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CheckpointError, TrainingInterrupted
-from .device import pick_device, pick_profile
+from .device import PROFILES, pick_device, pick_profile
 from .models.unet import CONDITIONS
 from .pretrained import WeightsError, export_weights
 from .profiles import train_deepstorm, train_diffusion
@@ -76,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network on simulated data")
     t.add_argument("model", choices=["deepstorm", "diffusion"],
                    help="deepstorm: the KDE estimator φ; diffusion: the conditional U-Net Ψ")
-    t.add_argument("--profile", choices=["quick", "full"], default=None,
-                   help="quick: small CPU model; full: paper-scale GPU run (default: by device)")
+    t.add_argument("--profile", choices=list(PROFILES), default=None,
+                   help="quick: small CPU model; gpu: a budgeted GPU run; full: the paper-scale "
+                        "run (default: by device, see ualm.pick_profile)")
     t.add_argument("--out", required=True, help="directory for checkpoint.pt and log.jsonl")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: UALM_DEVICE or auto)")
     t.add_argument("--steps", type=_int_at_least(1), help="total optimizer steps (>= 1)")
@@ -93,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="deepstorm only: train a deep ensemble of this many networks, member k with "
                         "seed (--seed or 0) + k in OUT/member<k>, exported as NAME<k>")
     t.add_argument("--threads", type=_int_at_least(1), help="torch.set_num_threads on CPU (>= 1)")
+    t.add_argument("--minutes", type=_float_in(0.0, math.inf), default=None,
+                   help="wall-clock budget of this call: checkpoint and exit at the first step "
+                        "boundary past it; run the command again to go on")
     t.add_argument("--stop-after", type=_int_at_least(1), default=None,
                    help="checkpoint and exit after this many steps in this call (resume later)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
@@ -145,7 +150,10 @@ def _run(args, argv, parser) -> int:
     model_over = {k: v for k, v in dict(width=args.width, hr_width=args.hr_width,
                                         dropout=args.dropout).items() if v is not None}
     train_over = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                        seed=args.seed).items() if v is not None}
+                                        seed=args.seed, minutes=args.minutes).items()
+                  if v is not None}
+    if args.minutes is None and not os.environ.get("UALM_TRAIN_MINUTES"):
+        train_over["minutes"] = None  # from a shell the profile's chapter budget does not apply
     if args.model == "diffusion":
         if args.members != 1:
             parser.error("--members: ensembles are trained for deepstorm only")
@@ -174,9 +182,13 @@ def _run(args, argv, parser) -> int:
         if dist_info()[0] != 0:
             continue
         last = [h for h in result.history if "val_loss" in h]
-        print(f"done: step {result.step}, checkpoint {result.checkpoint}"
-              + (f", val_loss {last[-1]['val_loss']:.4g}" if last else ""))
-        if args.export:
+        print(f"{'stopped' if result.stopped else 'done'}: step {result.step}, checkpoint "
+              f"{result.checkpoint}" + (f", val_loss {last[-1]['val_loss']:.4g}" if last else "")
+              + (" (budget spent: run the same command again to go on)"
+                 if result.stopped == "budget" else ""))
+        if args.export and result.stopped:
+            print(f"not exported: the run is not finished (step {result.step})")
+        elif args.export:
             command = "python -m ualm " + " ".join(shlex.quote(a) for a in argv)
             name = args.export if k is None else f"{args.export}{k}"
             path = export_weights(result.checkpoint, name, args.export_dir,

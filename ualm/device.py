@@ -1,11 +1,13 @@
-"""Pick the device and the run profile ("quick" on CPU, "full" on GPU) in one place."""
+"""Pick the device and the run profile in one place: "quick" on a CPU, "gpu" (budgeted runs of
+about ten minutes a chapter on a T4-class GPU) on CUDA, "full" (the paper's scale) only when
+asked for."""
 from __future__ import annotations
 
 import os
 
 import torch
 
-PROFILES = ("quick", "full")
+PROFILES = ("quick", "gpu", "full")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -20,12 +22,13 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def pick_profile(profile: str | None = None, device: torch.device | None = None) -> str:
-    """"quick" (small, CPU-sized runs) or "full" (paper scale): argument, env ``UALM_PROFILE``,
-    else "full" on a CUDA device and "quick" otherwise."""
+    """"quick" (CPU-sized runs, bundled weights), "gpu" (training on a wall-clock budget, the
+    paper's sample counts) or "full" (paper-scale training, resumed across sessions): the
+    argument, else env ``UALM_PROFILE``, else "gpu" on a CUDA device and "quick" otherwise."""
     choice = profile or os.environ.get("UALM_PROFILE") or ""
     if choice == "":
         dev = device if device is not None else pick_device()
-        return "full" if torch.device(dev).type == "cuda" else "quick"
+        return "gpu" if torch.device(dev).type == "cuda" else "quick"
     if choice not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {choice!r}")
     return choice

@@ -82,6 +82,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     amp: bool = True  # only used on CUDA
+    # wall-clock budget of one call of `train`, in minutes (None: none). At the first step
+    # boundary past it the run writes a checkpoint and returns; calling again resumes. Not part
+    # of the run's identity (RESUME_KEYS): a resumed run may get another budget.
+    minutes: float | None = None
 
     def __post_init__(self):
         ints = dict(steps=0, batch_size=1, warmup=0, val_every=1, val_batches=0, ckpt_every=1,
@@ -100,6 +104,11 @@ class TrainConfig:
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
                                                and self.grad_clip > 0):
             raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        if self.minutes is not None and not (isinstance(self.minutes, (int, float))
+                                             and not isinstance(self.minutes, bool)
+                                             and math.isfinite(self.minutes) and self.minutes > 0):
+            raise ValueError(f"TrainConfig.minutes must be None or a finite number > 0, "
+                             f"got {self.minutes!r}")
 
     def replace(self, **kw) -> "TrainConfig":
         return replace(self, **kw)
@@ -145,6 +154,10 @@ class TrainResult:
     step: int
     history: list = field(default_factory=list)
     checkpoint: Path | None = None
+    # why this call ended before config.steps: "budget" (config.minutes), "stop_after"; None
+    # when the run is complete
+    stopped: str | None = None
+    seconds: float = 0.0  # wall-clock time of this call
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -240,6 +253,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     metrics_fn(model) -> dict: optional extra validation metrics, logged with the loss.
     stop_after: stop (after checkpointing) once this many steps ran in this call; for tests
       that simulate an interruption.
+    config.minutes: stop (after checkpointing) at the first step boundary once this call has
+      run that long, setup included; `TrainResult.stopped` says "budget". Under DDP rank 0's
+      clock decides, so that every rank stops at the same step.
     On SIGINT or SIGTERM (main thread only; the caller's handlers are restored on return) the
     current step finishes, rank 0 writes the checkpoint and every rank raises
     `TrainingInterrupted` naming the step and the file; resume by calling `train` again.
@@ -258,6 +274,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
 
 def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progress, extra,
            metrics_fn, stop_after) -> TrainResult:
+    started = time.monotonic()  # the budget (config.minutes) counts from here, setup included
+    deadline = started + 60.0 * config.minutes if config.minutes is not None else None
     rank, world, distributed = _setup_distributed(device)
     model.to(device)
     net = model
@@ -286,7 +304,7 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
             scaler.load_state_dict(state["scaler"])
         step, history = int(state["step"]), list(state.get("history", []))
 
-    val_src = val_data if val_data is not None else _shifted(data, 10_000)
+    val_src = val_data if val_data is not None else validation_source(data)
     val_batches = [val_src.batch(k, 0, device) for k in range(config.val_batches)] \
         if val_src is not None and config.val_batches > 0 else []
 
@@ -315,7 +333,7 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
     net.train()
     # wall-clock time in the history is cumulative over resumed runs
     t0 = time.time() - (history[-1]["time"] if history and "time" in history[-1] else 0.0)
-    ran, last_loss = 0, float("nan")
+    ran, last_loss, stopped = 0, float("nan"), None
     try:
         with StopSignals() as stopper:  # SIGINT/SIGTERM: checkpoint, then TrainingInterrupted
             while step < config.steps:
@@ -325,6 +343,11 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
                                               checkpoint() if rank == 0 else ckpt_path)
                 if stop_after is not None and ran >= stop_after:
                     checkpoint()
+                    stopped = "stop_after"
+                    break
+                if deadline is not None and _past(deadline, distributed, device):
+                    checkpoint()
+                    stopped = "budget"
                     break
                 last_loss = _step(net, model, loss_fn, data.batch(step, rank, device), opt, sched,
                                   scaler, config, step, rank, device, use_amp, amp_dtype)
@@ -355,7 +378,9 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
         if log is not None:
             log.close()
     written = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
-    return TrainResult(model=model, step=step, history=history, checkpoint=written)
+    return TrainResult(model=model, step=step, history=history, checkpoint=written,
+                       stopped=stopped if step < config.steps else None,
+                       seconds=time.monotonic() - started)
 
 
 def _step(net, model, loss_fn, batch, opt, sched, scaler, config, step, rank, device, use_amp,
@@ -388,7 +413,19 @@ def _stop_requested(stopper: StopSignals, distributed: bool, device) -> int:
     return signum
 
 
-def _shifted(data, offset: int):
+def _past(deadline: float, distributed: bool, device) -> bool:
+    """Whether the wall-clock budget is spent; under DDP rank 0's clock decides for all."""
+    flag = time.monotonic() >= deadline
+    if distributed:
+        t = torch.tensor([int(flag)], device=device)
+        dist.broadcast(t, src=0)
+        flag = bool(t.item())
+    return flag
+
+
+def validation_source(data, offset: int = 10_000):
+    """The source of `data`'s validation batches: the same kind of data with the seed shifted by
+    `offset` (None when the source cannot be reseeded)."""
     if hasattr(data, "shifted"):  # a source that knows how to reseed itself (DiffusionSource)
         return data.shifted(offset)
     if isinstance(data, SimSource):
