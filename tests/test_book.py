@@ -3,7 +3,9 @@ free of outputs, the first code cell is the Colab cell generated from _config.ym
 chapter executes top to bottom. `python3 dev.py sync` repairs the first three."""
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import jupytext
@@ -132,22 +134,47 @@ def test_colab_cell_follows_config(tmp_path):
     assert set_colab_cell(plain, source).endswith("```\n\n```{code-cell} ipython3\nx = 1\n```\n")
 
 
+# How each chapter is executed: the quick profile as the book is built, and a smoke run of the
+# full profile on the CPU (tiny sizes, two training steps, no benchmark files, as on Colab), so
+# that no branch of a chapter ships unexecuted. The full profile's code paths are the gpu
+# profile's: they differ in settings only (ualm.profiles).
+MODES = {
+    "quick": {"UALM_PROFILE": "quick"},
+    "full-smoke": {"UALM_PROFILE": "full", "UALM_DEVICE": "cpu", "UALM_SMOKE": "1",
+                   "UALM_RESULTS_DIR": "none"},
+}
+
+
+def _log_run(doc: str, mode: str, seconds: float, ok: bool) -> None:
+    """One line per executed chapter in $UALM_CHAPTER_LOG (CI prints it)."""
+    log = os.environ.get("UALM_CHAPTER_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{doc:28s} {mode:11s} {'ok' if ok else 'FAILED':6s} {seconds:6.0f} s\n")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("doc", CHAPTERS)
-def test_chapter_executes(doc, monkeypatch):
-    """Top to bottom in a fresh python3 kernel, in quick mode, from book/ as the book build does."""
-    monkeypatch.setenv("UALM_PROFILE", "quick")
+def test_chapter_executes(doc, mode, monkeypatch):
+    """Top to bottom in a fresh python3 kernel, from book/ as the book build does. The cell
+    timeout only catches hangs: chapters take seconds to a minute on an idle 2-core CPU, and a
+    busy machine can make that several times longer."""
+    for key, value in MODES[mode].items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = jupytext.read(pair(doc)[0])
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3",
                             resources={"metadata": {"path": str(BOOK)}})
+    start = time.perf_counter()
     try:
         client.execute()
         error = None
     except CellExecutionError as err:  # its message holds the cell's source and traceback
         error = ANSI.sub("", str(err))
+    _log_run(doc, mode, time.perf_counter() - start, error is None)
     if error:
-        pytest.fail(f"{doc} failed to execute:\n{error}", pytrace=False)
+        pytest.fail(f"{doc} ({mode}) failed to execute:\n{error}", pytrace=False)
     # Glued numbers are formatted by the book from their repr: numpy and torch scalars
     # ("np.float64(...)", "tensor(...)") cannot be, and only fail the book build. Catch them here.
     bad = [out["data"][key] for cell in nb.cells for out in cell.get("outputs", [])

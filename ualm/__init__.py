@@ -17,12 +17,13 @@ from .mle import FitResult, fit_mle
 from .posterior import kde_moments
 from .psf import expected_frame, expected_frame_jacobian, pixel_integral
 from .seeding import make_generator
+from .session import Session, start
 from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
                        kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
 
 __version__ = "0.1.0"
 __all__ = [
-    "Camera", "PAPER_CAMERA", "make_generator", "pick_device", "pick_profile",
+    "Camera", "PAPER_CAMERA", "make_generator", "pick_device", "pick_profile", "start", "Session",
     "expected_frame", "expected_frame_jacobian", "pixel_integral",
     "SimConfig", "SMLMDataset", "simulate_batch", "disc_emitters", "isolated_emitters",
     "kde", "kde_centres", "kde_peak", "to_kde_coords", "from_kde_coords",

@@ -61,7 +61,7 @@ def central_interval(samples: torch.Tensor, level: float, kind: str = "gaussian"
         half = float(student_t.ppf(0.5 + level / 2, k - 1)) * (1 + 1 / k) ** 0.5 * s.std(1)
         mean = s.mean(1)
         return mean - half, mean + half
-    q = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=s.dtype)
+    q = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=s.dtype, device=s.device)
     lo, hi = torch.quantile(s, q, dim=1)
     return lo, hi
 

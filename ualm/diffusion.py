@@ -133,14 +133,29 @@ def schedule(name: str = "paper") -> Schedule:
 CLIP = (to_net(0.0), to_net(2.0))  # the range of ŷ_0 when a sampler clips, in the network's range
 
 
-def predict(model, sched: Schedule, y_t: torch.Tensor, t, cond: torch.Tensor, clip: bool = False):
+def amp_dtype(device) -> torch.dtype | None:
+    """The autocast dtype for Ψ's forward pass on `device`: bfloat16 on a CUDA GPU that has it,
+    float16 on an older one, None (full precision) on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def predict(model, sched: Schedule, y_t: torch.Tensor, t, cond: torch.Tensor, clip: bool = False,
+            amp: torch.dtype | None = None):
     """The one place where Ψ is evaluated: returns (ε̂, ŷ_0) for y_t at steps t.
 
     clip=True clips ŷ_0 to CLIP (KDE values in [0, 2]: no negative density, and room for two
     overlapping emitters, whose true KDE exceeds 1) and recomputes ε̂ from the clipped ŷ_0, so
-    that every sampler sees a consistent pair."""
+    that every sampler sees a consistent pair. amp: run the network's forward pass under
+    autocast in this dtype (e.g. `amp_dtype(device)`); the sampler's arithmetic stays in
+    y_t's dtype."""
     t = torch.as_tensor(t, device=y_t.device).long().reshape(-1).expand(y_t.shape[0])
-    eps = model(y_t, cond, t).to(y_t.dtype)
+    with torch.autocast(y_t.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        eps = model(y_t, cond, t)
+    eps = eps.to(y_t.dtype)
     y0 = sched.y0_from_eps(y_t, t.cpu(), eps)
     if clip:
         y0 = y0.clamp(*CLIP)
@@ -212,6 +227,23 @@ SAMPLERS = {
 }
 
 
+def cuda_batch_size(model, cond: torch.Tensor, fraction: float = 0.25, largest: int = 4096) -> int:
+    """Chains per network call on a CUDA device: as many as `fraction` of the free memory holds,
+    from the memory one probe call of 8 chains took (at least 8, at most `largest`)."""
+    device = cond.device
+    torch.cuda.synchronize(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    probe = 8
+    c = cond[:1].expand(probe, *cond.shape[1:])
+    with torch.no_grad(), torch.autocast("cuda", dtype=amp_dtype(device)):
+        model(torch.zeros(c[:, 0].shape, device=device, dtype=cond.dtype), c,
+              torch.ones(probe, dtype=torch.long, device=device))
+    per_chain = max(torch.cuda.max_memory_allocated(device) - base, 1) / probe
+    return int(min(max(fraction * free / per_chain, probe), largest))
+
+
 def chain_seed(seed: int, frame: int, sample: int) -> int:
     """The seed of the noise of chain (frame, sample): every chain draws its start and its step
     noises from its own generator, so a chain's samples do not depend on how chains are batched."""
@@ -222,7 +254,7 @@ def chain_seed(seed: int, frame: int, sample: int) -> int:
 def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, method: str = "ancestral",
            start: str = "guided", t0: int | None = None, steps: int | None = None, eta: float = 0.0,
            clip: bool = True, seed: int = 0, first_frame: int = 0, batch_size: int | None = None,
-           progress: bool = True, keep_path: bool = False):
+           progress: bool = True, keep_path: bool = False, amp: bool | None = None):
     """Draw n_samples KDEs per frame from Ψ's reverse process.
 
     cond: (F, C, H, W), the condition in the network's range; channel 0 is ŷ (used by the guided
@@ -232,8 +264,11 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
     first step (default T). clip: clip ŷ_0 to the KDE range [0, 2] at every step (`CLIP`).
     seed, first_frame: chain (f, k) draws from `chain_seed(seed, first_frame + f, k)`, so the
     same seed gives the same samples whatever `batch_size` (chains per network call; default 32
-    on the CPU, where larger batches fall out of the cache and run slower per chain, 512 on CUDA).
+    on the CPU, where larger batches fall out of the cache and run slower per chain; on CUDA as
+    many as a quarter of the free memory holds, `cuda_batch_size`).
     keep_path: also return the ŷ_0 predictions after every step, (F, K, n_steps, H, W).
+    amp: the network's forward pass in bfloat16 (float16 on GPUs without it) under autocast;
+    default True on CUDA, never on the CPU. The sampler's own arithmetic stays in cond's dtype.
 
     Returns samples (F, K, H, W) in KDE units (and the path when keep_path).
     """
@@ -260,7 +295,8 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
                          f"(it takes every step), got {steps!r}")
     path = step_path(t0, method, steps)
     if batch_size is None:
-        batch_size = 512 if cond.device.type == "cuda" else 32
+        batch_size = cuda_batch_size(model, cond) if cond.device.type == "cuda" else 32
+    low_precision = amp_dtype(cond.device) if (amp is None or amp) else None
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not torch.isfinite(cond).all():
@@ -290,7 +326,7 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
             if start == "guided":
                 y = sched.q_sample(c[:, 0], t0, y)
             for i, t in enumerate(path[:-1]):
-                eps, y0 = predict(model, sched, y, t, c, clip=clip)
+                eps, y0 = predict(model, sched, y, t, c, clip=clip, amp=low_precision)
                 if method == "ancestral":
                     y = ancestral_step(sched, y, t, eps, noise() if t > 1 else None)
                 else:

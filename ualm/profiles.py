@@ -7,12 +7,10 @@ trains each with the generic loop of `ualm.train`. The command line
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
-from .device import pick_device
+from .device import TRAIN_MINUTES, pick_device, runs_dir, smoke  # noqa: F401 (re-exported)
 from .diffusion import DiffusionLoss, DiffusionSource, schedule
 from .models.deepstorm import DeepSTORM, DeepSTORMConfig, deepstorm_loss, training_sim_config
 from .models.unet import PRESETS, UNet, UNetConfig
@@ -21,33 +19,6 @@ from .train import SimSource, TrainConfig, evaluate, train, validation_source
 
 __all__ = ["deepstorm_settings", "train_deepstorm", "diffusion_settings", "train_diffusion",
            "smoke", "runs_dir", "validation_losses", "best_trained", "TRAIN_MINUTES"]
-
-# Wall-clock budget (minutes) of one training call in the 'gpu' and 'full' profiles: with the
-# chapter's other work it keeps a chapter near ten minutes on a T4-class GPU.
-TRAIN_MINUTES = 5.0
-DRIVE = Path("/content/drive/MyDrive")  # Google Drive, where Colab mounts it
-
-
-def smoke() -> bool:
-    """UALM_SMOKE=1: run a profile's code paths with tiny sizes and a few training steps (CI runs
-    every chapter so in the 'full' profile on the CPU; quality checks are skipped there)."""
-    value = os.environ.get("UALM_SMOKE", "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"UALM_SMOKE must be 0 or 1, got {value!r}")
-    return value == "1"
-
-
-def runs_dir() -> Path:
-    """Where chapters keep their training runs: env UALM_RUNS_DIR, else Google Drive's
-    MyDrive/ualm-runs when Drive is mounted (Colab: `from google.colab import drive;
-    drive.mount("/content/drive")`, so that a run outlives the Colab session), else ./runs.
-    Smoke runs use a fresh temporary directory, so that they never meet a real run."""
-    if os.environ.get("UALM_RUNS_DIR"):
-        return Path(os.environ["UALM_RUNS_DIR"]).expanduser()
-    if smoke():
-        return Path(tempfile.mkdtemp(prefix="ualm-smoke-runs-"))
-    return DRIVE / "ualm-runs" if DRIVE.is_dir() else Path("runs")
-
 
 def env_overrides() -> dict:
     """Training overrides from the environment; explicit overrides win. UALM_TRAIN_STEPS caps the
@@ -194,3 +165,14 @@ def best_trained(kind: str, profile: str, out, device=None, bundled: str | None 
               "stopped": result.stopped, "seconds": result.seconds, "history": result.history,
               "out": str(out), "bundled": bundled}
     return (trained if used == "trained" else reference), report
+
+
+def report_line(report: dict) -> str:
+    """What `best_trained` did, in two lines for a reader."""
+    loss = report["val_loss"]
+    done = (f"budget spent at step {report['step']} of {report['steps']}: run again to go on "
+            f"(it resumes from {report['out']})" if report["stopped"] == "budget"
+            else f"step {report['step']} of {report['steps']}")
+    return (f"trained {report['seconds'] / 60:.1f} min here, {done}\n"
+            f"validation loss: this run {loss['trained']:.3g}, bundled {report['bundled']} "
+            f"{loss['bundled']:.3g}: using the {report['used']} weights")

@@ -11,6 +11,7 @@ is built from (its "rows", say) raises `ResultsError` naming the file and the ke
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -88,7 +89,12 @@ class Table(NamedTuple):
 
 def results_dir(start=None) -> Path | None:
     """The first `benchmarks/results` folder in `start` (default: the working directory) or a
-    folder above it, else beside the package (an editable install); None if there is none."""
+    folder above it, else beside the package (an editable install); None if there is none.
+    Env UALM_RESULTS_DIR overrides: a folder, or "none" for no results at all (as on Colab,
+    where the chapters compute everything live; the smoke run of CI does this)."""
+    if os.environ.get("UALM_RESULTS_DIR"):
+        chosen = os.environ["UALM_RESULTS_DIR"]
+        return None if chosen == "none" else Path(chosen)
     start = Path(start or Path.cwd()).resolve()
     for p in (start, *start.parents, Path(__file__).resolve().parents[1]):
         if (p / "benchmarks" / "results").is_dir():
