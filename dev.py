@@ -58,6 +58,8 @@ def setup() -> dict:
     # Quick-mode tensors are small: one BLAS/OpenMP thread is as fast and far steadier when the
     # CPU is shared. Set OMP_NUM_THREADS yourself to override.
     env.setdefault("OMP_NUM_THREADS", "1")
+    # Sleeping rather than spinning OpenMP threads, as `import ualm` sets for the chapters.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

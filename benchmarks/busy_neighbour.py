@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +35,10 @@ while True:
 # fits per second of fit_mle on isolated 11x11 windows (i0 = 200, b = 10), best of 3 rounds
 FIT = """
 import json, sys, time
-import torch, ualm
+if sys.argv[2] == "torch first":  # as before: OpenMP starts before ualm can choose its wait policy
+    import torch
+import ualm  # first, as the chapters do: it sets the OpenMP wait policy before torch loads
+import torch
 threads = json.loads(sys.argv[1])
 if threads is not None:
     torch.set_num_threads(threads)
@@ -52,9 +56,9 @@ print(json.dumps({"fits_per_s": best, "torch_threads": torch.get_num_threads()})
 """
 
 
-def run_fit(threads, env) -> dict:
-    out = subprocess.run([sys.executable, "-c", FIT, json.dumps(threads)], env=env, check=True,
-                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+def run_fit(threads, order, env) -> dict:
+    out = subprocess.run([sys.executable, "-c", FIT, json.dumps(threads), order], env=env,
+                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=900)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -88,34 +92,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-chapter", action="store_true", help="only the fit_mle rates")
     ap.add_argument("--chapter", default="05_diffusion")
+    ap.add_argument("--rounds", type=int, default=3, help="fit_mle rates per setting and load")
     ap.add_argument("--out", type=Path, default=RESULTS / "busy_neighbour.json")
     args = ap.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     base.update(UALM_PROFILE="quick", UALM_STATIC_WIDGETS="1", TQDM_DISABLE="1", MPLBACKEND="Agg")
-    # the package's defaults, and the settings it replaced (2 threads, spinning OpenMP threads)
-    settings = {"ualm defaults": (None, {}),
-                "2 threads, OMP_WAIT_POLICY=ACTIVE": (2, {"OMP_WAIT_POLICY": "ACTIVE"}),
-                "1 thread": (1, {})}
+    # the package's defaults, and what they replaced: torch imported before ualm, so that
+    # OpenMP keeps libgomp's own default wait (spin, then sleep)
+    settings = {"ualm defaults (2 threads, OMP_WAIT_POLICY=PASSIVE)": (None, "ualm first"),
+                "before: 2 threads, libgomp's default wait": (None, "torch first"),
+                "1 thread, libgomp's default wait": (1, "torch first")}
     fits = []
-    for label, (threads, extra) in settings.items():
-        env = {**base, **extra}
-        idle = run_fit(threads, env)
+    for label, (threads, order) in settings.items():
+        # each rate in a fresh process; the median of `rounds`, busy ones beside one neighbour
+        idle = [run_fit(threads, order, base) for _ in range(args.rounds)]
         with Neighbour():
-            busy = run_fit(threads, env)
-        row = {"setting": label, "threads": idle["torch_threads"],
-               "idle_fits_per_s": idle["fits_per_s"], "busy_fits_per_s": busy["fits_per_s"],
-               "busy_over_idle": busy["fits_per_s"] / idle["fits_per_s"]}
+            busy = [run_fit(threads, order, base) for _ in range(args.rounds)]
+        i_rate = statistics.median(r["fits_per_s"] for r in idle)
+        b_rate = statistics.median(r["fits_per_s"] for r in busy)
+        row = {"setting": label, "threads": idle[0]["torch_threads"], "idle_fits_per_s": i_rate,
+               "busy_fits_per_s": b_rate, "busy_over_idle": b_rate / i_rate,
+               "idle_rounds": [r["fits_per_s"] for r in idle],
+               "busy_rounds": [r["fits_per_s"] for r in busy]}
         fits.append(row)
-        print(f"fit_mle, {label}: idle {row['idle_fits_per_s']:.0f}/s, busy "
-              f"{row['busy_fits_per_s']:.0f}/s ({row['busy_over_idle']:.2f} x)", flush=True)
-    chapter = None
-    if not args.skip_chapter:
-        idle_s = run_chapter(args.chapter, base)
+        print(f"fit_mle, {label}: idle {i_rate:.0f}/s, busy {b_rate:.0f}/s "
+              f"({row['busy_over_idle']:.2f} x)", flush=True)
+    chapter = []
+    # the chapter imports ualm first (its setup cell): the old behaviour is libgomp's default
+    # wait, which an empty OMP_WAIT_POLICY gives (ualm leaves a set variable alone, and libgomp
+    # ignores an empty one, with a warning)
+    for label, extra in ({} if args.skip_chapter else {
+            "ualm defaults": {}, "before: libgomp's default wait": {"OMP_WAIT_POLICY": ""}}).items():
+        env = {**base, **extra}
+        idle_s = run_chapter(args.chapter, env)
         with Neighbour():
-            busy_s = run_chapter(args.chapter, base)
-        chapter = {"chapter": args.chapter, "idle_seconds": idle_s, "busy_seconds": busy_s,
-                   "busy_over_idle": busy_s / idle_s}
-        print(f"{args.chapter}: idle {idle_s:.0f} s, busy {busy_s:.0f} s "
+            busy_s = run_chapter(args.chapter, env)
+        chapter.append({"setting": label, "chapter": args.chapter, "idle_seconds": idle_s,
+                        "busy_seconds": busy_s, "busy_over_idle": busy_s / idle_s})
+        print(f"{args.chapter}, {label}: idle {idle_s:.0f} s, busy {busy_s:.0f} s "
               f"({busy_s / idle_s:.2f} x)", flush=True)
     save("busy_neighbour", {"neighbour": "a 2-thread torch matmul loop with torch's defaults",
                             "fit_mle": fits, "chapter": chapter,

@@ -7,7 +7,15 @@ Heavier parts are submodules: `ualm.models` (DeepSTORM), `ualm.train` (training 
 `ualm.detect` (LoG detection, matching, metrics), `ualm.pretrained` (bundled weights),
 `ualm.plotting` and `ualm.widgets` (matplotlib / ipywidgets, imported on demand).
 """
-from .camera import PAPER_CAMERA, Camera
+import os as _os
+
+# OpenMP threads that wait by sleeping, not spinning, unless the user chose otherwise: beside
+# another busy process (a shared JupyterHub, a laptop at work) spinning threads take the cores
+# their peers need, and fit_mle fell to 1/20 of its idle rate (benchmarks/busy_neighbour.py).
+# It takes effect only if torch is imported after ualm, as in the book's chapters.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .camera import PAPER_CAMERA, Camera  # noqa: E402
 from .defaults import KDE_PIXEL_NM, PIXEL_NM
 from .device import pick_device, pick_profile
 from .fisher import crlb, fisher_information, mortensen_std, param_names

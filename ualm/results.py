@@ -40,6 +40,10 @@ __all__ = [
     "sim_throughput_table",
     "uncertainty_emitter_table",
     "chapter_times_table",
+    "chapter_estimates_table",
+    "compute_costs_table",
+    "busy_neighbour_table",
+    "busy_chapter_table",
     "uncertainty_reference_table",
     "uncertainty_reliability_series",
     "uncertainty_table",
@@ -70,6 +74,12 @@ BENCHMARKS = {
                                  "--out benchmarks/results/diffusion_frame.json", ("diffusion_frame_quick",)),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
+    "compute_costs": Benchmark("Network costs and GPU estimates", "4, 5",
+                               "python benchmarks/compute_costs.py", ()),
+    "estimates": Benchmark("Chapter times per profile and device", "all",
+                           "python benchmarks/estimates.py", ()),
+    "busy_neighbour": Benchmark("Beside a busy neighbour process", "2, 5",
+                                "python benchmarks/busy_neighbour.py", ()),
 }
 
 
@@ -493,3 +503,63 @@ def chapter_times_table(result: dict) -> Table:
             for r in _need(result, "chapters")]
     return Table(rows, {"chapter": "chapter", "seconds": "seconds", "minutes": "minutes"},
                  {"seconds": ".0f", "minutes": ".1f"})
+
+
+def chapter_estimates_table(result: dict) -> Table:
+    """Minutes per chapter: the quick profile on a CPU and the gpu profile per GPU class
+    (benchmarks/estimates.py); an estimate is marked "≈", a measurement is not."""
+    chapters = _need(result, "chapters")
+    keys = sorted({k for entries in chapters.values() for k in entries if k != "quick/cpu"})
+    cols = {"chapter": "chapter", "quick/cpu": "quick, 2-core CPU"}
+    cols.update({k: f"gpu, {k.split('/', 1)[1]}" for k in keys})
+
+    def cell(entry):
+        if not entry:
+            return DASH
+        return ("" if entry["kind"] == "measured" else "≈ ") + f"{entry['seconds'] / 60:.1f}"
+
+    rows = [{"chapter": name, **{k: cell(entries.get(k)) for k in cols if k != "chapter"}}
+            for name, entries in chapters.items()]
+    return Table(rows, cols, {})
+
+
+def compute_costs_table(result: dict) -> Table:
+    """FLOPs, measured CPU seconds and estimated GPU times of each network and profile
+    (benchmarks/compute_costs.py)."""
+    rows = []
+    for r in _rows(result, "rows"):
+        est = r.get("estimates") or {}
+        row = {"network": {"phi": "φ", "psi": "Ψ"}.get(r["network"], r["network"]),
+               "profile": r["profile"], "params": r["params"] / 1e6,
+               "gflop_step": r["train_flops"] / 1e9, "gflop_eval": r["sample_flops"] / 1e9,
+               "cpu_step": r.get("cpu_s_per_train_step"), "steps": r.get("steps")}
+        for gpu in ("T4", "A100-SXM", "H100-SXM"):
+            e = est.get(f"{gpu}/amp") or {}
+            row[gpu] = e.get("est_full_run_minutes")
+        rows.append(row)
+    cols = {"network": "net", "profile": "profile", "params": "M params",
+            "gflop_step": "GFLOP / step", "gflop_eval": "GFLOP / eval", "cpu_step": "CPU s / step",
+            "steps": "steps", "T4": "≈ T4 min", "A100-SXM": "≈ A100 min", "H100-SXM": "≈ H100 min"}
+    return Table(rows, cols, {"params": fmt(".2f"), "gflop_step": fmt(".3g"),
+                              "gflop_eval": fmt(".3g"), "cpu_step": fmt(".3g"),
+                              "T4": fmt(".3g"), "A100-SXM": fmt(".3g"), "H100-SXM": fmt(".3g")})
+
+
+def busy_neighbour_table(result: dict) -> Table:
+    """fit_mle's rate on an idle machine and beside a busy process (benchmarks/busy_neighbour.py)."""
+    rows = [_pick(r, ("setting", "threads", "idle_fits_per_s", "busy_fits_per_s", "busy_over_idle"))
+            for r in _rows(result, "fit_mle")]
+    cols = {"setting": "setting", "threads": "threads", "idle_fits_per_s": "fits/s idle",
+            "busy_fits_per_s": "fits/s busy", "busy_over_idle": "busy / idle"}
+    return Table(rows, cols, {"idle_fits_per_s": fmt(",.0f"), "busy_fits_per_s": fmt(",.0f"),
+                              "busy_over_idle": fmt(".2f")})
+
+
+def busy_chapter_table(result: dict) -> Table:
+    """A chapter's wall time idle and beside a busy process (benchmarks/busy_neighbour.py)."""
+    rows = [_pick(r, ("setting", "chapter", "idle_seconds", "busy_seconds", "busy_over_idle"))
+            for r in _rows(result, "chapter")]
+    cols = {"setting": "setting", "chapter": "chapter", "idle_seconds": "s idle",
+            "busy_seconds": "s busy", "busy_over_idle": "busy / idle"}
+    return Table(rows, cols, {"idle_seconds": fmt(".0f"), "busy_seconds": fmt(".0f"),
+                              "busy_over_idle": fmt(".2f")})

@@ -77,7 +77,7 @@ class UNetConfig:
 
 
 PRESETS = {
-    # the paper's channel multipliers, for GPUs (about 39 M parameters at width 64)
+    # the paper's channel multipliers, for GPUs (99.5 M parameters at width 64)
     "paper": UNetConfig(width=64, mults=(1, 2, 4, 8, 8), blocks=2, attention=(3,), dropout=0.1,
                         groups=32),
     # trains on a 2-core CPU in under 45 minutes (the bundled quick weights)
