@@ -24,7 +24,21 @@ TABLES = {
     "diffusion_frame": [R.diffusion_fidelity_table, R.diffusion_speed_table],
     "uncertainty": [R.uncertainty_table, R.uncertainty_reference_table, R.uncertainty_emitter_table],
     "chapter_times": [R.chapter_times_table],
+    "compute_costs": [R.compute_costs_table],
+    "estimates": [R.chapter_estimates_table],
+    "busy_neighbour": [R.busy_neighbour_table, R.busy_chapter_table],
 }
+
+
+def test_estimates_mark_estimates_and_measurements():
+    result = {"chapters": {"05_diffusion": {
+        "quick/cpu": {"seconds": 90.0, "kind": "measured", "device": "cpu"},
+        "gpu/T4": {"seconds": 420.0, "kind": "estimate", "device": "T4"}},
+        "01_image_formation": {"quick/cpu": {"seconds": 15.0, "kind": "measured", "device": "cpu"}}}}
+    t = R.chapter_estimates_table(result)
+    assert list(t.columns) == ["chapter", "quick/cpu", "gpu/T4"]
+    assert t.rows[0] == {"chapter": "05_diffusion", "quick/cpu": "1.5", "gpu/T4": "≈ 7.0"}
+    assert t.rows[1]["gpu/T4"] == "—"
 
 
 def test_every_benchmark_has_tables_and_a_script():
