@@ -53,7 +53,7 @@ def main() -> None:
     times, work, costs = load("chapter_times.json"), load("chapter_work.json"), load("compute_costs.json")
     if not (times and work and costs):
         raise SystemExit("needs chapter_times.json, chapter_work.json and compute_costs.json")
-    cpu = f"a 2-core CPU ({times['machine']['cpu']})"
+    cpu = f"a 2-core {times['machine']['cpu']} CPU"
     rows = {(r["network"], r["profile"]): r for r in costs["rows"]}
     out = {}
     for r in times["chapters"]:

@@ -34,11 +34,15 @@ def test_estimates_mark_estimates_and_measurements():
     result = {"chapters": {"05_diffusion": {
         "quick/cpu": {"seconds": 90.0, "kind": "measured", "device": "cpu"},
         "gpu/T4": {"seconds": 420.0, "kind": "estimate", "device": "T4"}},
-        "01_image_formation": {"quick/cpu": {"seconds": 15.0, "kind": "measured", "device": "cpu"}}}}
+        "01_image_formation": {"quick/cpu": {"seconds": 15.0, "kind": "measured", "device": "cpu"},
+                               "gpu/H100": {"seconds": 30.0, "kind": "measured", "device": "H100"}},
+        "results": {"quick/cpu": {"seconds": 3.0, "kind": "measured", "device": "cpu"}}}}
     t = R.chapter_estimates_table(result)
-    assert list(t.columns) == ["chapter", "quick/cpu", "gpu/T4"]
-    assert t.rows[0] == {"chapter": "05_diffusion", "quick/cpu": "1.5", "gpu/T4": "≈ 7.0"}
-    assert t.rows[1]["gpu/T4"] == "—"
+    assert list(t.columns) == ["chapter", "quick/cpu", "gpu/T4", "gpu/H100"]  # T4 first
+    assert t.rows[0] == {"chapter": "05_diffusion", "quick/cpu": "1.5", "gpu/T4": "≈ 7.0",
+                         "gpu/H100": "—"}
+    assert t.rows[1]["gpu/T4"] == "—" and t.rows[1]["gpu/H100"] == "0.5"  # measured: no ≈
+    assert len(t.rows) == 2  # pages without a gpu entry are left out
 
 
 def test_every_benchmark_has_tables_and_a_script():

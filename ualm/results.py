@@ -509,9 +509,12 @@ def chapter_estimates_table(result: dict) -> Table:
     """Minutes per chapter: the quick profile on a CPU and the gpu profile per GPU class
     (benchmarks/estimates.py); an estimate is marked "≈", a measurement is not."""
     chapters = _need(result, "chapters")
-    keys = sorted({k for entries in chapters.values() for k in entries if k != "quick/cpu"})
-    cols = {"chapter": "chapter", "quick/cpu": "quick, 2-core CPU"}
-    cols.update({k: f"gpu, {k.split('/', 1)[1]}" for k in keys})
+    order = ("T4", "L4", "A100", "H100", "H200")  # the T4 (Colab's) first: it sets the budget
+    keys = sorted({k for entries in chapters.values() for k in entries if k != "quick/cpu"},
+                  key=lambda k: (order.index(k[4:]) if k[4:] in order else len(order), k))
+    cols = {"chapter": "chapter", "quick/cpu": "quick, 2-core CPU (min)"}
+    cols.update({k: f"gpu, {k.split('/', 1)[1]} (min)" for k in keys})
+    chapters = {name: e for name, e in chapters.items() if any(k in e for k in keys)}
 
     def cell(entry):
         if not entry:
