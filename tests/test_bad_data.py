@@ -231,3 +231,35 @@ def test_kde_says_how_much_memory_it_needs(monkeypatch):
     mask = torch.tensor([[1, 1, 0]] * 7, dtype=torch.bool)
     ref = torch.stack([ualm.kde(small[i, :2]) for i in range(7)])
     torch.testing.assert_close(ualm.kde(small, mask=mask), ref, rtol=0, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- issue 18, item 25
+
+def test_empty_batch_of_frames_gets_a_clear_error():
+    from ualm.uncertainty import uncertainty_map
+    with pytest.raises(ValueError, match="empty batch"):
+        uncertainty_map(torch.empty(0, 20, 20), n_samples=2, progress=False)
+
+
+def test_coverage_refuses_nan_in_the_truth():
+    from ualm import calibration
+    samples = torch.rand(1, 4, 5, 5)
+    y = torch.rand(1, 5, 5)
+    y[0, 2, 2] = float("nan")  # would count as an uncovered pixel
+    with pytest.raises(ValueError, match="truth"):
+        calibration.coverage(samples, y)
+    samples[0, 1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="samples"):
+        calibration.coverage(samples, torch.rand(1, 5, 5))
+
+
+def test_deepstorm_warns_on_frames_far_brighter_than_training():
+    from ualm.models import DeepSTORM
+    phi = DeepSTORM(width=4, hr_width=2, dilations=(1,))
+    x = torch.full((1, 20, 20), 100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        phi.predict(x + 50)  # ordinary frame: no warning
+    x[0, 10, 10] = 1e9
+    with pytest.warns(UserWarning, match="far beyond"):
+        phi.predict(x)

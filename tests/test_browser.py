@@ -140,9 +140,16 @@ def pages(server, browser):
                 .filter(i => i.offsetParent !== null && (!i.complete || i.naturalWidth === 0))
                 .map(i => i.src.slice(0, 80));
             const mathSource = (text.match(/\\\(|\\\[|\$\$/g) || []).length;
+            // MathJax shows TeX it cannot typeset as a yellow error box (mjx-merror)
+            const mathErrors = Array.from(main.querySelectorAll('mjx-merror'))
+                .map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80));
+            // a cell's stderr (warnings, tracebacks) is rendered in an output of its own
+            const stderr = Array.from(main.querySelectorAll('.output.stderr, .stderr'))
+                .map(e => e.textContent.trim().slice(0, 120)).filter(Boolean);
             return {raw_tables: raw, wide_math: wide, bad_images: badImg,
                     math_nodes: document.querySelectorAll('mjx-container').length,
                     unrendered_math: mathSource,
+                    math_errors: mathErrors, stderr: stderr,
                     height: document.documentElement.scrollHeight};
         """)
         info["console"] = [m for m in logs if m.get("level") == "SEVERE"
@@ -169,6 +176,17 @@ def test_page_has_no_raw_tables(pages, doc):
 def test_page_math_fits(pages, doc):
     assert not pages[doc]["wide_math"], pages[doc]["wide_math"]
     assert pages[doc]["unrendered_math"] == 0, "TeX left unrendered (MathJax did not run?)"
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_has_no_math_errors(pages, doc):
+    assert not pages[doc]["math_errors"], pages[doc]["math_errors"]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_shows_no_stderr(pages, doc):
+    """Warnings and tracebacks belong in the test log, not on a reader's page."""
+    assert not pages[doc]["stderr"], pages[doc]["stderr"]
 
 
 @pytest.mark.parametrize("doc", PAGES)

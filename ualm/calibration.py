@@ -29,6 +29,11 @@ def _check(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None):
         raise ValueError(f"y must have shape {tuple(samples.shape[:1] + samples.shape[2:])}, got {tuple(y.shape)}")
     if mask is not None and mask.shape != y.shape:
         raise ValueError(f"mask must have the shape of y {tuple(y.shape)}, got {tuple(mask.shape)}")
+    # a NaN is never inside an interval: it would be counted as a miss, silently
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError("y (the truth) contains NaN or infinite values")
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("samples contain NaN or infinite values")
     return (samples.detach().double().cpu(), y.detach().double().cpu(),
             None if mask is None else mask.detach().bool().cpu())
 

@@ -42,6 +42,11 @@ class FitResult:
       deviance has no simple expectation). `chi2_z` is the standardised value: several units
       above 0 flag two emitters, a clipped spot or a wrong camera model; several below, a
       frame with too little noise, such as a saturated (flat) one.
+    - llr (B,): the likelihood-ratio statistic 2 (NLL of the best background-only model − nll)
+      for "one emitter" against "background only" (as Smith et al. 2010 and Huang et al. 2011
+      test detections); `p_value` turns it into a significance. On pure background the fit
+      still finds an interior optimum with some photons about half the time: filter on
+      p_value, not on `converged`.
     """
 
     theta: torch.Tensor
@@ -55,6 +60,18 @@ class FitResult:
     chi2: torch.Tensor
     chi2_mean: torch.Tensor
     chi2_std: torch.Tensor
+    llr: torch.Tensor
+
+    @property
+    def p_value(self) -> torch.Tensor:
+        """P-value (B,) of "an emitter is there" against background only, from `llr` and the χ²
+        law with 4 degrees of freedom, exp(−L/2)(1 + L/2). The emitter's position is searched
+        over the window, so the null law is wider than the χ²₁ of one known position; χ²₄ was
+        measured to be conservative on 11×11 windows of pure background (2.8–3.5 % of 2,000
+        below 0.05 at 2, 10 and 50 photons per pixel; χ²₃ gives 5.7–7 %). Larger windows
+        search more positions: check the rate on your own empty windows."""
+        half = self.llr / 2
+        return torch.exp(-half) * (1 + half)
 
     @property
     def chi2_z(self) -> torch.Tensor:
@@ -225,10 +242,23 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     var = (omega + excess).clamp(min=torch.finfo(dtype).tiny)  # Var n = ω + w²/g²
     chi2 = ((n - rate) ** 2 / var).sum(-1)
     chi2_std = (2.0 + omega / var ** 2).sum(-1).sqrt()
+    llr = (2.0 * (_background_nll(n, excess) - cur)).clamp(min=0.0)
     return FitResult(theta=p[:, None, :2], photons=p[:, 2], background=p[:, 3], nll=cur,
                      converged=stationary & ~at_bound.any(-1), iterations=it, at_bound=at_bound,
                      std=std, chi2=chi2, chi2_mean=torch.full_like(chi2, h * w - 4.0),
-                     chi2_std=chi2_std)
+                     chi2_std=chi2_std, llr=llr)
+
+
+def _background_nll(n, excess, n_iter: int = 30):
+    """The NLL (B,) of the best background-only model ω'_k = b + w_k²/g_k² (no emitter), by
+    Newton's method on the one convex parameter b ≥ −min w²/g²."""
+    low = -float(excess.min()) + 1e-6
+    b = (n - excess).mean(1).clamp(min=low)
+    for _ in range(n_iter):
+        rate = b[:, None] + excess
+        grad, curv = (1.0 - n / rate).sum(1), (n / rate**2).sum(1)
+        b = (b - grad / curv.clamp(min=1e-12)).clamp(min=low)
+    return _nll(b[:, None] + excess, n)
 
 
 def fit_position(x, theta0, i0=I0, camera: Camera = Camera(), sigma: float = SIGMA_X,

@@ -56,6 +56,8 @@ def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
     if x.ndim != 3 or (expected_hw is not None and tuple(x.shape[1:]) != tuple(expected_hw)):
         want = f"(F, {expected_hw[0]}, {expected_hw[1]})" if expected_hw else "(F, H, W)"
         raise ValueError(f"frames must have shape {want} or one frame (H, W), got {tuple(frames.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("frames is an empty batch (0 frames): give at least one frame")
     if not x.is_floating_point():
         x = x.float()
     if not torch.isfinite(x).all():

@@ -33,6 +33,9 @@ from torch.nn import functional as F
 from ..simulate import SimConfig
 
 
+# photons in one pixel above which a frame is far outside the training data (a warning)
+BRIGHT_PHOTONS = 1e4
+
 @dataclass(frozen=True)
 class DeepSTORMConfig:
     """Architecture of φ. width: channels of the 20×20 and 40×40 layers; hr_width: channels of
@@ -142,6 +145,12 @@ class DeepSTORM(nn.Module):
                           "were the frames offset-subtracted or converted to photons? The "
                           "output is then meaningless (false detections)", UserWarning,
                           stacklevel=3)
+        peak = (float(x.detach().max()) - offset) / float(self.config.gain)
+        if peak > BRIGHT_PHOTONS:
+            warnings.warn(f"the brightest pixel holds {peak:.3g} photons, far beyond the frames "
+                          f"φ was trained on (emitters of 100-400 photons, a few tens of "
+                          f"photons per pixel): the output is an extrapolation; check the gain "
+                          f"and offset, or scale the frames", UserWarning, stacklevel=3)
 
     def enable_dropout(self) -> "DeepSTORM":
         """Eval mode everywhere except the Dropout layers (Monte-Carlo dropout)."""
