@@ -134,21 +134,7 @@ def test_bad_schedules():
 
 # ----------------------------------------------------------------------------- samplers on Gaussian data
 
-class GaussianOracle(nn.Module):
-    """The optimal ε̂ for y_0 ~ N(μ, s²) per pixel: E[ε | y_t] = b (y_t − aμ) / (a² s² + b²)
-    with a = √γ_t, b = √(1 − γ_t). μ is read from the condition channel."""
-
-    def __init__(self, sched, s):
-        super().__init__()
-        self.sched, self.s = sched, s
-        self.dummy = nn.Parameter(torch.zeros(()))  # gives the module a device
-
-    def forward(self, y_t, cond, t):
-        a = self.sched.gather("sqrt_gammas", t.cpu(), y_t)
-        b = self.sched.gather("sqrt_one_minus_gammas", t.cpu(), y_t)
-        mu = cond[:, 0]
-        return b * (y_t - a * mu) / (a * a * self.s ** 2 + b * b)
-
+from ualm.oracle import EMITTER_S, PIXEL_S, GaussianOracle, std_ratio  # noqa: E402
 
 MU, S = 0.3, 0.5
 
@@ -255,3 +241,35 @@ def test_sampler_bad_inputs(kw, match):
 def test_sampler_refuses_nan_condition():
     with pytest.raises(ValueError, match="cond"):
         D.sample(tiny_unet(), torch.full((1, 1, 80, 80), float("nan")), D.schedule("paper"), 2)
+
+
+# ----------------------------------------------------------------------------- samplers tested on their spread
+
+@pytest.mark.parametrize("name", sorted(D.POSTERIOR_SAMPLERS))
+@pytest.mark.parametrize("s", [PIXEL_S, 0.3, EMITTER_S, 2.0])
+def test_posterior_samplers_reproduce_the_true_std(name, s):
+    # a sampler offered as a posterior sampler, fed the exact ε̂, on the schedule it is offered
+    # with (one that reaches noise), at its own step count: std within 5 % of the truth
+    sched = D.schedule("cosine")
+    ratio = std_ratio(sched, s, **D.SAMPLERS[name])
+    assert ratio == pytest.approx(1.0, abs=0.05), (name, s, ratio)
+
+
+def test_the_sdedit_start_is_narrow_by_construction():
+    # the paper's schedule, an emitter-like spread: starting at t0 from q(y_t0 | y_0 = ŷ) lacks
+    # γ_t0·Var(y_0 | ŷ), and the chain cannot add it back (benchmarks/oracle_spread.py)
+    sched = D.schedule("paper")
+    r = {t0: std_ratio(sched, EMITTER_S, method="ancestral", start="guided", t0=t0) for t0 in (10, 25, 100)}
+    assert r[10] < 0.15 and r[25] < 0.3 and r[100] < 0.85, r
+    assert r[10] < r[25] < r[100]
+    # DDIM's coarse jumps replace y_0 by its mean: narrow at 10 steps on either schedule
+    for name in ("paper", "cosine"):
+        start = "noise" if name == "cosine" else "guided"
+        ratio = std_ratio(D.schedule(name), EMITTER_S, method="ddim", start=start, steps=10, eta=1.0)
+        assert ratio < 0.9, (name, ratio)
+    assert not {"guided", "ddim"} & set(D.POSTERIOR_SAMPLERS)
+
+
+def test_oracle_is_checked():
+    with pytest.raises(ValueError, match="s must be"):
+        GaussianOracle(D.schedule("paper"), 0.0)

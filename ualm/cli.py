@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=_float_in(0.0, 1.0, low_open=False))
     t.add_argument("--cond", default=None,
                    help="diffusion only: conditioning inputs, comma-separated from yhat,frame")
+    t.add_argument("--schedule", choices=["paper", "cosine"], default=None,
+                   help="diffusion only: the noise schedule (default: the profile's, the paper's)")
+    t.add_argument("--prediction", choices=["eps", "v"], default=None,
+                   help="diffusion only: the network predicts the noise (eps) or v")
     t.add_argument("--members", type=_int_at_least(1), default=1,
                    help="deepstorm only: train a deep ensemble of this many networks, member k with "
                         "seed (--seed or 0) + k in OUT/member<k>, exported as NAME<k>")
@@ -157,7 +161,8 @@ def _run(args, argv, parser) -> int:
     if args.model == "diffusion":
         if args.members != 1:
             parser.error("--members: ensembles are trained for deepstorm only")
-        over = {k: v for k, v in dict(width=args.width, dropout=args.dropout).items() if v is not None}
+        over = {k: v for k, v in dict(width=args.width, dropout=args.dropout, schedule=args.schedule,
+                                      prediction=args.prediction).items() if v is not None}
         if args.cond:
             over["cond"] = tuple(c.strip() for c in args.cond.split(","))
             bad = [c for c in over["cond"] if c not in CONDITIONS]
@@ -165,8 +170,9 @@ def _run(args, argv, parser) -> int:
                 parser.error(f"--cond: give distinct names from {','.join(CONDITIONS)}, got {args.cond!r}")
         runs = [(None, lambda run: train_diffusion(profile, args.out, model_overrides=over, **run))]
     else:
-        if args.cond:
-            parser.error("--cond: only the diffusion model takes conditioning inputs")
+        for flag in ("cond", "schedule", "prediction"):
+            if getattr(args, flag):
+                parser.error(f"--{flag}: only the diffusion model takes it")
         seed0 = args.seed if args.seed is not None else 0
         members = range(args.members) if args.members > 1 else [None]
         runs = [(k, lambda run, k=k: train_deepstorm(

@@ -2,7 +2,7 @@
 
 Input: the noisy KDE y_t (B, 1, 80, 80) in the network's range (see `ualm.diffusion.to_net`),
 the condition c (B, C, 80, 80) concatenated to it along channels (SR3), and the step t (B,).
-Output: the predicted noise ε̂ (B, 1, 80, 80).
+Output: the predicted noise ε̂ (B, 1, 80, 80), or v̂ (`UNetConfig.prediction`).
 
 Blocks, top to bottom: a sinusoidal embedding of t (the Transformer position embedding) and an
 MLP; residual blocks (GroupNorm, SiLU, 3×3 convolution, the embedding added per channel,
@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 CONDITIONS = ("yhat", "frame")  # ŷ = φ(x), and the frame x upsampled to the KDE grid
+PREDICTIONS = ("eps", "v")  # what Ψ outputs: the noise ε, or v = √γ ε − √(1 − γ) y_0
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class UNetConfig:
     cond: the conditioning inputs, a tuple of names from CONDITIONS, one channel each.
     schedule: the noise schedule the network is trained for (`ualm.diffusion.schedule`); the
     embedding of t means nothing under another schedule, so it belongs to the network.
+    prediction: what the network outputs, "eps" (the noise ε, the paper's eq. 9) or "v"
+    (v = √γ_t ε − √(1 − γ_t) y_0, Salimans & Ho 2022): with a schedule that reaches noise
+    (γ_T ≈ 0), ŷ_0 from ε̂ divides the network's error by √γ_T, from v̂ it does not.
     """
 
     width: int = 16
@@ -43,6 +47,7 @@ class UNetConfig:
     groups: int = 8
     cond: tuple = ("yhat",)
     schedule: str = "paper"
+    prediction: str = "eps"
 
     def __post_init__(self):
         for name in ("mults", "attention", "cond"):
@@ -57,6 +62,8 @@ class UNetConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.cond or any(c not in CONDITIONS for c in self.cond) or len(set(self.cond)) < len(self.cond):
             raise ValueError(f"cond must be distinct names from {CONDITIONS}, got {self.cond}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
     @property
     def downsamplings(self) -> int:
