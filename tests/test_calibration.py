@@ -1,5 +1,7 @@
 """Calibration metrics on cases with a known answer: a Gaussian predictive whose samples have the
 right, halved or doubled spread gives coverage at, below or above nominal."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,62 @@ def test_expected_abs_z_matches_monte_carlo(k):
     assert cal.expected_abs_z(10_000) == pytest.approx(np.sqrt(2 / np.pi), abs=1e-3)
     with pytest.raises(ValueError, match="K >= 3"):
         cal.expected_abs_z(2)
+
+
+# ----------------------------------------------------------------------------- conformal scales
+
+def _too_narrow_frames(n, seed, width=0.5, k=8, hw=(6, 6)):
+    """Frames whose truth is a N(0, 1) draw per pixel but whose K samples have std `width`,
+    with a per-frame offset so pixels of a frame are dependent, as in real frames."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn(n, 1, 1, generator=g) * 0.3
+    y = centre + torch.randn(n, *hw, generator=g)
+    samples = centre[:, None] + width * torch.randn(n, k, *hw, generator=g)
+    return samples, y
+
+
+def test_risk_control_scale_is_the_finite_sample_quantile():
+    # one pixel per frame: conformal risk control is split conformal, λ = the ⌈(n+1)·level⌉-th score
+    scores = [torch.tensor([float(v)]) for v in range(1, 20)]  # n = 19
+    assert cal.risk_control_scale(scores, 0.9) == 18.0
+    assert cal.risk_control_scale(scores, 0.5) == 10.0
+    with pytest.raises(ValueError, match="cannot control"):
+        cal.risk_control_scale(scores[:5], 0.9)
+
+
+@pytest.mark.parametrize("level", cal.LEVELS)
+def test_conformal_fixes_intervals_that_are_too_narrow(level):
+    s_cal, y_cal = _too_narrow_frames(400, 1)
+    s_test, y_test = _too_narrow_frames(400, 2)
+    counts = torch.zeros(400, dtype=torch.long)
+    raw = float(cal.coverage(s_test, y_test, levels=(level,))[0])
+    conf = cal.fit_conformal(s_cal, y_cal, None, counts, levels=(level,), classes=((0, None),))
+    fixed = cal.apply_conformal(s_test, conf, counts, level)
+    got = float(cal.coverage(fixed, y_test, levels=(level,))[0])
+    assert raw < level - 0.1  # the raw spread is half the truth's
+    assert level - 0.02 <= got <= level + 0.03, (level, raw, got)
+    assert conf.scales[0][0] > 1.5  # about 1/width = 2
+    torch.testing.assert_close(fixed.mean(1), s_test.mean(1))
+
+
+def test_conformal_scales_per_class_and_round_trip():
+    s1, y1 = _too_narrow_frames(100, 3, width=0.5)
+    s2, y2 = _too_narrow_frames(100, 4, width=2.0)
+    counts = torch.cat([torch.full((100,), 2), torch.full((100,), 12)])
+    conf = cal.fit_conformal(torch.cat([s1, s2]), torch.cat([y1, y2]), None, counts, levels=(0.9,),
+                             classes=((0, 5), (6, None)))
+    lam = conf.scale(torch.tensor([0, 7]), 0.9)
+    assert lam[0] > 1.5 and lam[1] < 0.7
+    assert conf.frames == (100, 100)
+    assert cal.Conformal.from_dict(json.loads(json.dumps(conf.to_dict()))) == conf
+
+
+def test_conformal_bad_inputs():
+    s, y = _too_narrow_frames(30, 5)
+    with pytest.raises(ValueError, match="no calibration frames"):
+        cal.fit_conformal(s, y, None, torch.zeros(30, dtype=torch.long), levels=(0.9,), classes=((0, 5), (6, None)))
+    with pytest.raises(ValueError, match="no class"):
+        cal.class_index(torch.tensor([3]), ((5, None),))
+    conf = cal.fit_conformal(s, y, None, torch.zeros(30, dtype=torch.long), levels=(0.9,), classes=((0, None),))
+    with pytest.raises(ValueError, match="calibrated levels"):
+        conf.scale(torch.tensor([1]), 0.8)

@@ -252,3 +252,45 @@ def test_bundled_ensemble_members_differ_and_carry_dropout():
     assert ens.samples.shape == (2, 5, 80, 80) and float(ens.std().max()) > 0
     drop = mc_dropout_map(x, members[0], n_samples=3, seed=0)
     assert float(drop.std().max()) > 0
+
+
+def test_a_conformal_calibration_scales_the_spread_and_raw_undoes_it():
+    from ualm.calibration import Conformal
+    x = _frames(2)
+    conf = Conformal(levels=(0.5, 0.9), classes=((0, None),), scales=((1.5, 2.0),), frames=(10,), samples=4)
+    kw = dict(psi=_psi(), phi=_phi(), n_samples=4, sampler="ddim", steps=3, seed=1, progress=False)
+    raw = uncertainty_map(x, calibrate=False, **kw)
+    got = uncertainty_map(x, calibrate=conf, **kw)
+    assert not raw.info["calibrated"] and got.info["calibrated"]
+    torch.testing.assert_close(got.mean(), raw.mean())
+    torch.testing.assert_close(got.std(), 2.0 * raw.std())  # λ at the 0.9 level
+    torch.testing.assert_close(got.raw(), raw.samples)
+    lo, hi = got.interval(0.5)
+    rlo, rhi = raw.interval(0.5)
+    torch.testing.assert_close(hi - lo, 1.5 * (rhi - rlo))
+    with pytest.raises(ValueError, match="no stored calibration"):
+        uncertainty_map(x, calibrate=True, **kw)  # other networks than the bundled ones
+    with pytest.raises(TypeError, match="calibrate"):
+        uncertainty_map(x, calibrate="yes", **kw)
+
+
+def test_a_stored_calibration_is_checksummed(tmp_path):
+    import json
+    import shutil
+    from ualm import pretrained
+    from ualm.pretrained import WeightsError
+    shutil.copy(pretrained.HERE / "deepstorm_quick.json", tmp_path / "w.json")
+    sha = pretrained.manifest("w", tmp_path)["sha256"]
+    info = json.loads((tmp_path / "w.json").read_text())
+    info.pop("calibration", None)
+    (tmp_path / "w.json").write_text(json.dumps(info))
+    assert pretrained.stored_calibration("w", tmp_path) is None
+    with pytest.raises(WeightsError, match="fitted on weights"):
+        pretrained.record_calibration("w", "0" * 64, {"sampler": "ancestral"}, tmp_path)
+    pretrained.record_calibration("w", sha, {"sampler": "ancestral", "overrides": {}}, tmp_path)
+    assert pretrained.stored_calibration("w", tmp_path)["sampler"] == "ancestral"
+    info = json.loads((tmp_path / "w.json").read_text())
+    info["calibration"]["sampler"] = "ddim"
+    (tmp_path / "w.json").write_text(json.dumps(info))
+    with pytest.raises(WeightsError, match="edited"):
+        pretrained.stored_calibration("w", tmp_path)

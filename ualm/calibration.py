@@ -228,3 +228,124 @@ def emitter_zscores(means, samples, theta, mask=None, sigma_y: float = SIGMA_Y,
     ok = np.isfinite(spr).all(1) & (spr > 0).all(1)
     out["z"] = out["error"][ok] / spr[ok]
     return out
+
+
+# ----------------------------------------------------------------------------- conformal scales
+
+CLASSES = ((0, 5), (6, 10), (11, 15), (16, None))  # emitters detected in ŷ: observable at test time
+
+
+def detected_counts(yhat: torch.Tensor) -> torch.Tensor:
+    """Emitters detected (LoG, `detect`) in each estimate ŷ (F, H, W): the class key of `Conformal`."""
+    return torch.tensor([len(d) for d in detect(yhat.detach().float().cpu())], dtype=torch.long)
+
+
+def class_index(counts: torch.Tensor, classes=CLASSES) -> torch.Tensor:
+    """Index into `classes` ((lo, hi) inclusive, hi None = no bound) of each count."""
+    out = torch.full(counts.shape, -1, dtype=torch.long)
+    for i, (lo, hi) in enumerate(classes):
+        out[(counts >= lo) & ((counts <= hi) if hi is not None else True)] = i
+    if bool((out < 0).any()):
+        raise ValueError(f"counts {counts[out < 0].tolist()} fall in no class of {classes}")
+    return out
+
+
+def interval_scores(samples: torch.Tensor, y: torch.Tensor, level: float) -> torch.Tensor:
+    """Per pixel, |y − mean| over the half width of the raw Gaussian interval at `level`: the
+    pixel is covered by the interval scaled by λ iff its score ≤ λ (0 where both are 0, inf where
+    the samples agree but miss)."""
+    lo, hi = central_interval(samples, level, "gaussian")
+    half = (hi - lo) / 2
+    err = (y.double().to(half.device) - (hi + lo) / 2).abs()
+    score = err / half
+    score[(half == 0) & (err == 0)] = 0.0
+    score[(half == 0) & (err > 0)] = math.inf
+    return score
+
+
+def risk_control_scale(scores: list, level: float) -> float:
+    """Conformal risk control (Angelopoulos et al. 2022) of the miss rate: `scores` holds one 1-D
+    tensor of pixel scores per calibration frame; the loss of a frame at scale λ is the fraction
+    of its pixels with score > λ (monotone, ≤ 1). Returns the smallest λ with
+    n/(n+1) · mean loss + 1/(n+1) ≤ 1 − level, which guarantees E[loss] ≤ 1 − level on a new
+    frame exchangeable with the n calibration frames."""
+    level = _check_level(level)
+    scores = [s for s in scores if len(s)]
+    n = len(scores)
+    target = ((1 - level) * (n + 1) - 1) / max(n, 1)
+    if n == 0 or target < 0:
+        raise ValueError(f"{n} calibration frames cannot control the miss rate at level {level}: "
+                         f"need at least {math.ceil(1 / (1 - level))} frames with scored pixels")
+    r = torch.cat([s.double().cpu() for s in scores])
+    w = torch.cat([torch.full((len(s),), 1.0 / (n * len(s)), dtype=torch.double) for s in scores])
+    order = torch.argsort(r)
+    r, w = r[order], w[order]
+    tail = w.flip(0).cumsum(0).flip(0) - w  # loss at λ = r_j: weight of the scores above position j
+    ok = torch.nonzero((tail <= target + 1e-12) & torch.isfinite(r)).flatten()
+    if not len(ok):
+        raise ValueError("no finite scale reaches the level: too many pixels where all samples agree and miss")
+    # tail counts tied scores above j as misses, so the true loss at r_j is no larger
+    return float(r[int(ok[0])])
+
+
+@dataclass(frozen=True)
+class Conformal:
+    """Per-class scales of the Gaussian central intervals (`central_interval`) that conformal
+    risk control fitted on calibration frames: at `levels[l]` and class c (emitters detected in ŷ,
+    `classes`), the interval mean ± scales[c][l] · half-width. `frames[c]` calibration frames
+    per class. What it guarantees: the expected fraction of covered significant pixels of a new
+    frame, exchangeable with the calibration frames of its class, is ≥ level. Not under shift."""
+
+    levels: tuple
+    classes: tuple
+    scales: tuple
+    frames: tuple
+    samples: int  # K of the calibration samples
+
+    def scale(self, counts: torch.Tensor, level: float = 0.9) -> torch.Tensor:
+        """λ per frame (F,) for detected counts (F,)."""
+        if level not in self.levels:
+            raise ValueError(f"level must be one of the calibrated levels {self.levels}, got {level}")
+        col = torch.tensor([s[self.levels.index(level)] for s in self.scales], dtype=torch.double)
+        return col[class_index(counts, self.classes)]
+
+    def to_dict(self) -> dict:
+        return {"levels": list(self.levels), "classes": [list(c) for c in self.classes],
+                "scales": [list(s) for s in self.scales], "frames": list(self.frames), "samples": self.samples}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Conformal":
+        return cls(levels=tuple(d["levels"]), classes=tuple(tuple(c) for c in d["classes"]),
+                   scales=tuple(tuple(s) for s in d["scales"]), frames=tuple(d["frames"]), samples=int(d["samples"]))
+
+
+def fit_conformal(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor,
+                  levels=LEVELS, classes=CLASSES) -> Conformal:
+    """Fit `Conformal` on calibration frames: samples (F, K, H, W), truth y (F, H, W), the
+    pixels to cover `mask` (F, H, W), detected counts (F,)."""
+    s, y_, m = _check(samples, y, mask)
+    m = torch.ones_like(y_, dtype=torch.bool) if m is None else m
+    cls = class_index(torch.as_tensor(counts), classes)
+    scales, frames = [], []
+    for c in range(len(classes)):
+        idx = torch.nonzero(cls == c).flatten().tolist()
+        frames.append(len(idx))
+        row = []
+        for level in levels:
+            sc = interval_scores(s[idx], y_[idx], level) if idx else None
+            row.append(risk_control_scale([sc[i][m[f]] for i, f in enumerate(idx)], level) if idx else math.nan)
+        scales.append(tuple(row))
+    if any(math.isnan(v) for row in scales for v in row):
+        empty = [classes[c] for c, n in enumerate(frames) if n == 0]
+        raise ValueError(f"no calibration frames in classes {empty}: simulate more frames or merge classes")
+    return Conformal(levels=tuple(levels), classes=tuple(classes), scales=tuple(scales),
+                     frames=tuple(frames), samples=int(s.shape[1]))
+
+
+def apply_conformal(samples: torch.Tensor, conformal: Conformal, counts: torch.Tensor,
+                    level: float = 0.9) -> torch.Tensor:
+    """Samples (F, K, H, W) spread about their mean by the frame's scale at `level`: their
+    Gaussian interval at that level is the calibrated one, their std the calibrated std."""
+    lam = conformal.scale(counts, level).to(samples.device, samples.dtype)[:, None, None, None]
+    mean = samples.mean(1, keepdim=True)
+    return mean + lam * (samples - mean)

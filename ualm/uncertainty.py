@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from .calibration import Conformal, apply_conformal, central_interval, detected_counts
 from .detect import evaluate_kdes
 from .diffusion import SAMPLERS, condition, sample, schedule, step_path
 from .models.deepstorm import DeepSTORM
 from .models.unet import UNet
-from .pretrained import load
+from .pretrained import load, stored_calibration
 from .seeding import CHAINS, step_seed
 
 
@@ -30,6 +31,9 @@ class SampleResult:
     yhat: torch.Tensor
     info: dict = field(default_factory=dict)
     path: torch.Tensor | None = None  # ŷ_0 after every step (F, K, steps, uH, uW) if kept
+    conformal: Conformal | None = None  # the calibration applied to .samples, if any
+    scale: torch.Tensor | None = None  # its λ per frame (F,) at CALIBRATED_LEVEL
+    counts: torch.Tensor | None = None  # emitters detected in ŷ per frame: the calibration class
 
     def mean(self) -> torch.Tensor:
         """Per-pixel sample mean (F, uH, uW)."""
@@ -44,6 +48,25 @@ class SampleResult:
 
     def __len__(self) -> int:
         return self.samples.shape[0]
+
+    def raw(self) -> torch.Tensor:
+        """The samples as the sampler drew them (before the conformal scale, if one was applied)."""
+        if self.scale is None:
+            return self.samples
+        lam = self.scale.to(self.samples.device, self.samples.dtype)[:, None, None, None]
+        mean = self.samples.mean(1, keepdim=True)
+        return mean + (self.samples - mean) / lam
+
+    def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel central interval (lo, hi) at `level`: the Gaussian prediction interval of the
+        raw samples, scaled by the calibration's λ at that level when one was applied."""
+        raw = self.raw()
+        lo, hi = central_interval(raw, level, "gaussian")
+        if self.conformal is None:
+            return lo, hi
+        lam = self.conformal.scale(self.counts, level).to(lo.device)[:, None, None]
+        mid, half = (hi + lo) / 2, (hi - lo) / 2
+        return mid - lam * half, mid + lam * half
 
 
 def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
@@ -75,24 +98,65 @@ def evals_per_sample(sampler: str, T: int = 100, **overrides) -> int:
     return len(_eval_steps({**SAMPLERS[sampler], **overrides}, T))
 
 
-def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str = "ddim", *,
-                    seed: int = 0, batch_size: int | None = None, progress: bool = True, shape=(20, 20),
-                    keep_path: bool = False, **overrides) -> SampleResult:
+DEFAULT_PSI = "diffusion_v"  # cosine schedule (reaches noise), v-prediction; its calibration is stored with it
+CALIBRATED_LEVEL = 0.9  # the level whose conformal scale is applied to the samples (and so to .std())
+
+
+def _default_calibration(sampler, overrides) -> tuple[str, dict, dict | None]:
+    """The sampler, its settings and the stored calibration for the bundled networks."""
+    stored = stored_calibration(DEFAULT_PSI)
+    if sampler is None:
+        sampler, overrides = (stored["sampler"], {**stored["overrides"], **overrides}) if stored \
+            else ("ancestral", overrides)
+    fits = stored is not None and stored["sampler"] == sampler and \
+        {**SAMPLERS[sampler], **stored["overrides"]} == {**SAMPLERS[sampler], **overrides}
+    return sampler, overrides, stored if fits else None
+
+
+def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | None = None, *,
+                    calibrate: bool | Conformal | None = None, seed: int = 0, batch_size: int | None = None,
+                    progress: bool = True, shape=(20, 20), keep_path: bool = False, **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
-    "diffusion_quick" and "deepstorm_quick"). sampler: a name from `ualm.diffusion.SAMPLERS`
-    ("paper", "guided", "ddim"); `overrides` (t0, steps, eta, clip) change its settings.
-    n_samples K >= 2. Same seed, same samples, whatever `batch_size`. keep_path: also keep the
-    network's ŷ_0 after every step (`.path`), for figures of the reverse process.
+    DEFAULT_PSI and "deepstorm_quick"). sampler: a name from `ualm.diffusion.SAMPLERS`;
+    default: the one the bundled calibration was fitted with (for the bundled networks), else
+    "ancestral" on a schedule that reaches noise and "ddim" on the paper's. `overrides` (t0,
+    steps, eta, clip) change its settings. n_samples K >= 2. Same seed, same samples, whatever
+    `batch_size`. keep_path: also keep the network's ŷ_0 after every step (`.path`).
+
+    calibrate: None applies the conformal calibration stored with the bundled weights when
+    both networks are the bundled ones and the sampler is the one it was fitted with (else the
+    samples stay raw); True requires it; False keeps the raw samples; a `Conformal` applies that
+    one. A calibrated result's samples are spread about their mean by λ (at CALIBRATED_LEVEL,
+    per class of emitters detected in ŷ), so .std() is the calibrated std; .raw() undoes it
+    and .interval(level) uses the calibrated λ of each level.
     Returns a SampleResult: .samples (F, K, uH, uW), .mean(), .var(), .std(), .yhat.
     """
+    bundled = psi is None and phi is None
+    stored = None
+    if bundled:
+        sampler, overrides, stored = _default_calibration(sampler, overrides)
+    elif sampler is None:
+        sampler = "ancestral" if isinstance(psi, UNet) and psi.config.schedule != "paper" else "ddim"
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     if not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"n_samples must be an int >= 2 for a variance, got {n_samples!r}")
+    if isinstance(calibrate, Conformal):
+        conformal = calibrate
+    elif calibrate is False:
+        conformal = None
+    elif calibrate in (None, True):
+        conformal = Conformal.from_dict(stored["conformal"]) if stored else None
+        if calibrate is True and conformal is None:
+            raise ValueError("no stored calibration fits this call: it needs the bundled networks (psi and phi "
+                             "left None) and the sampler the calibration was fitted with; pass a Conformal "
+                             "(ualm.calibration.fit_conformal) for other networks")
+    else:
+        raise TypeError(f"calibrate must be None, True, False or a Conformal, got {type(calibrate).__name__}")
     x, _ = _frames(frames, shape)
-    psi = psi if psi is not None else load("diffusion_quick")
+    psi = psi if psi is not None else load(DEFAULT_PSI)
     phi = phi if phi is not None else load("deepstorm_quick")
     if not isinstance(psi, UNet):
         raise TypeError(f"psi must be the diffusion U-Net Ψ (ualm.models.unet.UNet), got {type(psi).__name__}")
@@ -113,8 +177,15 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     t0 = settings.get("t0") or sched.T
     path_t = _eval_steps(settings, sched.T)
     info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
-            "n_samples": n_samples, "seed": seed, "seconds": seconds}
-    return SampleResult(samples=samples, yhat=yhat, info=info, path=path)
+            "n_samples": n_samples, "seed": seed, "seconds": seconds, "calibrated": conformal is not None}
+    scale = counts = None
+    if conformal is not None:
+        counts = detected_counts(yhat)
+        scale = conformal.scale(counts, CALIBRATED_LEVEL)
+        samples = apply_conformal(samples, conformal, counts, CALIBRATED_LEVEL)
+        info["seconds"] = time.perf_counter() - t_start
+    return SampleResult(samples=samples, yhat=yhat, info=info, path=path, conformal=conformal, scale=scale,
+                        counts=counts)
 
 
 # ----------------------------------------------------------------------------- baselines

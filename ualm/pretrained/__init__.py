@@ -234,3 +234,41 @@ def record_metrics(name: str, sha: str, metrics: dict, directory=None) -> Path:
                            f"describes {info.get('sha256')}")
     info["metrics"] = {"weights_sha256": sha, **metrics}
     return _write_manifest(directory / f"{name}.json", info)
+
+
+# ----------------------------------------------------------------------------- conformal calibration
+
+def _body_digest(body: dict) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def record_calibration(name: str, sha: str, calibration: dict, directory=None) -> Path:
+    """Store a conformal calibration (`ualm.calibration.Conformal.to_dict()` plus the sampler it
+    was fitted with, its data and command), fitted on the weights with SHA-256 `sha`, in
+    manifest NAME.json under "calibration", with the SHA-256 of its own content."""
+    directory = Path(directory or HERE)
+    info = manifest(name, directory)
+    if info.get("sha256") != sha:
+        raise WeightsError(f"the calibration was fitted on weights {sha}, but manifest {name!r} "
+                           f"describes {info.get('sha256')}")
+    body = json.loads(json.dumps({"weights_sha256": sha, **calibration}))
+    info["calibration"] = {**body, "sha256": _body_digest(body)}
+    return _write_manifest(directory / f"{name}.json", info)
+
+
+def stored_calibration(name: str, directory=None) -> dict | None:
+    """The calibration stored with weights NAME, verified against its checksum and the weights'
+    (WeightsError when edited or fitted on other weights); None when there is none."""
+    info = manifest(name, directory)
+    stored = info.get("calibration")
+    if stored is None:
+        return None
+    body = {k: v for k, v in stored.items() if k != "sha256"}
+    if _body_digest(body) != stored.get("sha256"):
+        raise WeightsError(f"the calibration in manifest {name!r} was edited: its content no longer "
+                           f"matches its sha256 (rerun the command it records)")
+    if body.get("weights_sha256") != info.get("sha256"):
+        raise WeightsError(f"the calibration in manifest {name!r} was fitted on weights "
+                           f"{body.get('weights_sha256')}, not on {info.get('sha256')}")
+    return body
