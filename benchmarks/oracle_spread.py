@@ -25,25 +25,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 
 from ualm.diffusion import schedule  # noqa: E402
-from ualm.oracle import EMITTER_S, PIXEL_S, std_ratio  # noqa: E402
+from ualm.oracle import EMITTER_S, PIXEL_S, STEPS, T0S, spread_sweep, std_ratio  # noqa: E402
 
-T0S = [5, 10, 25, 50, 75, 100]
-STEPS = [5, 10, 20, 50, 100]
 SPREADS = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
 
 
 def sweep(name: str) -> dict:
-    sched = schedule(name)
-    start = "noise" if name == "cosine" else "guided"  # DDIM starts where the schedule allows
-    out = {"schedule": sched.describe(), "ddim_start": start, "spreads": {}}
-    for s in sorted({EMITTER_S, PIXEL_S}):
-        out["spreads"][str(s)] = {
-            "sdedit_t0": {str(t0): std_ratio(sched, s, method="ancestral", start="guided", t0=t0)
-                          for t0 in T0S},
-            "ddim_eta1": {str(n): std_ratio(sched, s, method="ddim", start=start, steps=n, eta=1.0)
-                          for n in STEPS},
-        }
-    out["ancestral_from_noise"] = {str(s): std_ratio(sched, s, method="ancestral", start="noise")
+    out = spread_sweep(name, sorted({EMITTER_S, PIXEL_S}))
+    out["ancestral_from_noise"] = {str(s): std_ratio(schedule(name), s, method="ancestral", start="noise")
                                    for s in SPREADS}
     return out
 
@@ -54,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t = time.perf_counter()
-    payload = {"emitter_s": EMITTER_S, "pixel_s": PIXEL_S, "t0s": T0S, "steps": STEPS,
+    payload = {"emitter_s": EMITTER_S, "pixel_s": PIXEL_S, "t0s": list(T0S), "steps": list(STEPS),
                "schedules": {name: sweep(name) for name in ("paper", "cosine")}}
     payload["seconds"] = time.perf_counter() - t
     for name, r in payload["schedules"].items():

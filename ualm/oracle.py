@@ -47,3 +47,23 @@ def oracle_draws(sched: Schedule, s: float, mu: float = 0.3, size: int = 40, n_s
 def std_ratio(sched: Schedule, s: float, **settings) -> float:
     """Sample std / true std s of a sampler fed the exact oracle (1 is right)."""
     return float(oracle_draws(sched, s, **settings).std()) / s
+
+
+T0S = (5, 10, 25, 50, 75, 100)  # guided (SDEdit-style) starts swept
+STEPS = (5, 10, 20, 50, 100)  # DDIM step counts swept
+
+
+def spread_sweep(name: str, spreads=(EMITTER_S,), t0s=T0S, steps=STEPS) -> dict:
+    """Sample std / true std on schedule `name` for the guided start at each t0 (ancestral
+    steps), DDIM (η = 1) in each number of steps from the start of the schedule (N(0, I) where
+    the schedule reaches noise, the guided start where it does not), per spread s."""
+    from .diffusion import schedule
+    sched = schedule(name)
+    start = "guided" if name == "paper" else "noise"
+    out = {"schedule": sched.describe(), "ddim_start": start, "spreads": {}}
+    for s in spreads:
+        out["spreads"][str(s)] = {
+            "sdedit_t0": {str(t0): std_ratio(sched, s, method="ancestral", start="guided", t0=t0) for t0 in t0s},
+            "ddim_eta1": {str(n): std_ratio(sched, s, method="ddim", start=start, steps=n, eta=1.0) for n in steps},
+        }
+    return out
