@@ -118,9 +118,17 @@ def calibrate(args) -> int:
     sim = ualm.simulate_batch(args.calibration, training_sim_config(), generator=ualm.make_generator(seed),
                               dtype=torch.float32)
     t0 = time.perf_counter()
-    res = uncertainty_map(sim["x"], psi, phi, args.samples, sampler, calibrate=False, seed=3, **over)
-    counts = cal.detected_counts(res.yhat)
-    conf = cal.fit_conformal(res.samples, sim["y"], significant_pixels(sim["y"], res.mean()), counts)
+    # the samples are kept in runs/, so that a failed fit does not cost the sampling again
+    cache = ROOT / "runs" / f"posterior_calibration_{args.calibration}_{args.samples}_{sampler}_{over}.pt"
+    key = pretrained.manifest(DEFAULT_PSI)["sha256"]
+    got = torch.load(cache, weights_only=True) if cache.is_file() else None
+    if got is None or got["sha256"] != key:
+        res = uncertainty_map(sim["x"], psi, phi, args.samples, sampler, calibrate=False, seed=3, **over)
+        got = {"sha256": key, "samples": res.samples, "yhat": res.yhat}
+        cache.parent.mkdir(exist_ok=True)
+        torch.save(got, cache)
+    samples, counts = got["samples"], cal.detected_counts(got["yhat"])
+    conf = cal.fit_conformal(samples, sim["y"], significant_pixels(sim["y"], samples.mean(1)), counts)
     payload = {"sampler": sampler, "overrides": over, "conformal": conf.to_dict(),
                "data": {"frames": args.calibration, "seed": seed, "count": [1, 20], "i0": [100.0, 400.0],
                         "mask": "significant_pixels(y, mean)", "sample_seed": 3},

@@ -192,6 +192,8 @@ def test_conformal_scales_per_class_and_round_trip():
     counts = torch.cat([torch.full((100,), 2), torch.full((100,), 12)])
     conf = cal.fit_conformal(torch.cat([s1, s2]), torch.cat([y1, y2]), None, counts, levels=(0.9,),
                              classes=((0, 5), (6, None)))
+    assert cal.merge_classes(counts, ((0, 5), (6, 10), (11, None)), min_frames=40) == ((0, 10), (11, None))
+    assert cal.merge_classes(counts[:100], ((0, 5), (6, None)), min_frames=40) == ((0, None),)
     lam = conf.scale(torch.tensor([0, 7]), 0.9)
     assert lam[0] > 1.5 and lam[1] < 0.7
     assert conf.frames == (100, 100)
@@ -200,8 +202,8 @@ def test_conformal_scales_per_class_and_round_trip():
 
 def test_conformal_bad_inputs():
     s, y = _too_narrow_frames(30, 5)
-    with pytest.raises(ValueError, match="no calibration frames"):
-        cal.fit_conformal(s, y, None, torch.zeros(30, dtype=torch.long), levels=(0.9,), classes=((0, 5), (6, None)))
+    with pytest.raises(ValueError, match="cannot control"):
+        cal.fit_conformal(s[:5], y[:5], None, torch.zeros(5, dtype=torch.long), levels=(0.9,), classes=((0, None),))
     with pytest.raises(ValueError, match="no class"):
         cal.class_index(torch.tensor([3]), ((5, None),))
     conf = cal.fit_conformal(s, y, None, torch.zeros(30, dtype=torch.long), levels=(0.9,), classes=((0, None),))

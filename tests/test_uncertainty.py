@@ -294,3 +294,21 @@ def test_a_stored_calibration_is_checksummed(tmp_path):
     (tmp_path / "w.json").write_text(json.dumps(info))
     with pytest.raises(WeightsError, match="edited"):
         pretrained.stored_calibration("w", tmp_path)
+
+
+def test_the_default_map_uses_the_bundled_calibration():
+    from ualm import pretrained
+    from ualm.calibration import Conformal, LEVELS
+    from ualm.diffusion import SAMPLERS
+    from ualm.uncertainty import CALIBRATED_LEVEL, DEFAULT_PSI
+    stored = pretrained.stored_calibration(DEFAULT_PSI)  # verifies both checksums
+    assert stored is not None and stored["sampler"] in SAMPLERS
+    conf = Conformal.from_dict(stored["conformal"])
+    assert conf.levels == LEVELS and min(conf.frames) >= 20
+    assert all(0.2 < v < 5 for row in conf.scales for v in row)  # a scale, not a failed fit
+    x = ualm.simulate_batch(1, SIM, generator=ualm.make_generator(3))["x"]
+    res = uncertainty_map(x, n_samples=2, progress=False)
+    assert res.info["calibrated"] and res.info["sampler"] == stored["sampler"]
+    assert float(res.scale[0]) == float(conf.scale(res.counts, CALIBRATED_LEVEL)[0])
+    raw = uncertainty_map(x, n_samples=2, progress=False, calibrate=False)
+    torch.testing.assert_close(res.raw(), raw.samples)

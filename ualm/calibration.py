@@ -319,13 +319,32 @@ class Conformal:
                    scales=tuple(tuple(s) for s in d["scales"]), frames=tuple(d["frames"]), samples=int(d["samples"]))
 
 
+def merge_classes(counts: torch.Tensor, classes=CLASSES, min_frames: int = 40) -> tuple:
+    """`classes` with each one holding fewer than `min_frames` of `counts` merged into its
+    neighbour (the one below; the first into the one above), until all hold enough or one is left."""
+    classes = [list(c) for c in classes]
+    while len(classes) > 1:
+        n = [int(((counts >= lo) & ((counts <= hi) if hi is not None else True)).sum()) for lo, hi in classes]
+        small = [i for i, k in enumerate(n) if k < min_frames]
+        if not small:
+            break
+        i = small[-1]
+        j = i - 1 if i > 0 else 1
+        a, b = sorted((i, j))
+        classes[a:b + 1] = [[classes[a][0], classes[b][1]]]
+    return tuple(tuple(c) for c in classes)
+
+
 def fit_conformal(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor,
-                  levels=LEVELS, classes=CLASSES) -> Conformal:
+                  levels=LEVELS, classes=CLASSES, min_frames: int = 40) -> Conformal:
     """Fit `Conformal` on calibration frames: samples (F, K, H, W), truth y (F, H, W), the
-    pixels to cover `mask` (F, H, W), detected counts (F,)."""
+    pixels to cover `mask` (F, H, W), detected counts (F,). Classes with fewer than `min_frames`
+    frames are merged with a neighbour (`merge_classes`) first."""
     s, y_, m = _check(samples, y, mask)
     m = torch.ones_like(y_, dtype=torch.bool) if m is None else m
-    cls = class_index(torch.as_tensor(counts), classes)
+    counts = torch.as_tensor(counts)
+    classes = merge_classes(counts, classes, min_frames)
+    cls = class_index(counts, classes)
     scales, frames = [], []
     for c in range(len(classes)):
         idx = torch.nonzero(cls == c).flatten().tolist()

@@ -35,6 +35,10 @@ __all__ = [
     "mcmc_speed_table",
     "mle_table",
     "overview_table",
+    "posterior_coverage_table",
+    "posterior_density_table",
+    "posterior_shift_table",
+    "posterior_summary_table",
     "provenance",
     "results_dir",
     "sim_throughput_table",
@@ -73,6 +77,8 @@ BENCHMARKS = {
                                  "python benchmarks/diffusion.py --weights diffusion_frame_quick "
                                  "--out benchmarks/results/diffusion_frame.json", ("diffusion_frame_quick",)),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
+    "posterior_test": Benchmark("The calibrated posterior sampler, on held-out frames", "6",
+                                "python benchmarks/posterior.py test", ("diffusion_v",)),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
     "compute_costs": Benchmark("Network costs and GPU estimates", "4, 5",
                                "python benchmarks/compute_costs.py", ()),
@@ -482,6 +488,67 @@ def uncertainty_emitter_table(result: dict) -> Table:
     f = {"rmse_px": fmt(".3f"), "median_spread_px": fmt(".3f"), "median_crlb_px": fmt(".3f"),
          "spread_over_crlb_median": fmt(".2f"), "z_std": fmt(".2f")}
     return Table(rows, cols, f)
+
+
+# ---------------------------------------------------------------- posterior_test (issue 16)
+
+def _ci(c: dict | None, spec: str = ".3f") -> str:
+    """'value [lo, hi]' of a {value, ci95} dict of benchmarks/posterior.py."""
+    if not c or _missing(c.get("value")):
+        return DASH
+    lo, hi = c["ci95"]
+    return f"{c['value']:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def posterior_coverage_table(result: dict) -> Table:
+    """Coverage of the default map's central intervals at each level, raw and calibrated, with
+    bootstrap 95 % intervals over frames; and calibrated at K = 32 on a subset."""
+    dense, k32 = _need(result, "dense"), result.get("dense_k32") or {}
+    rows = [{"level": float(lv), "raw": _ci(dense["raw"].get(str(lv))),
+             "calibrated": _ci(dense["calibrated"].get(str(lv))),
+             "k32": _ci((k32.get("calibrated") or {}).get(str(lv)))} for lv in dense["levels"]]
+    cols = {"level": "nominal", "raw": f"raw, K = {result['protocol']['samples']}",
+            "calibrated": f"calibrated, K = {result['protocol']['samples']}",
+            "k32": f"calibrated, K = 32 ({k32.get('frames', 0)} frames)"}
+    return Table(rows, cols, {"level": fmt(".2f")})
+
+
+def posterior_density_table(result: dict) -> Table:
+    """90 % coverage per class of true emitter count, raw and calibrated."""
+    rows = [{"emitters": f"{b['emitters'][0]}–{b['emitters'][1]}", "frames": b["frames"],
+             "raw": _ci(b.get("raw")), "calibrated": _ci(b.get("calibrated"))}
+            for b in _need(result, "dense", "by_density")]
+    return Table(rows, {"emitters": "true emitters", "frames": "frames", "raw": "raw 90 %",
+                        "calibrated": "calibrated 90 %"}, {})
+
+
+def posterior_summary_table(result: dict) -> Table:
+    """The issue's other bars: isolated std ratio and map correlation against β = 1 MCMC, mean
+    MSE against ŷ, mean |z| against its value for a perfect sampler at K, time, misses."""
+    iso, dense = _need(result, "isolated"), _need(result, "dense")
+    misses, k32 = dense.get("misses") or {}, result.get("dense_k32") or {}
+    rows = [
+        {"what": "isolated: total std / β = 1 MCMC's, median [IQR], raw", "value": _iqr(iso["raw"]["std_ratio"])},
+        {"what": "isolated: the same, calibrated", "value": _iqr(iso["calibrated"]["std_ratio"])},
+        {"what": "isolated: std-map correlation with MCMC, median [IQR]", "value": _iqr(iso["raw"]["corr"], ".3f")},
+        {"what": "dense: MSE of the sample mean / MSE of ŷ", "value": f"{dense['mse'] / dense['yhat_mse']:.3f}"},
+        {"what": "dense: mean |z|, raw / calibrated / a perfect sampler at K",
+         "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / {dense['mean_abs_z_ideal']:.2f}"},
+        {"what": "dense: calibrated 90 % coverage near true emitters that the mean misses / elsewhere",
+         "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
+        {"what": "dense: share of the uncovered pixels near missed emitters",
+         "value": f"{misses.get('share_of_uncovered_near_missed', math.nan):.3f}"},
+        {"what": "seconds for one calibrated K = 32 map of one frame", "value": f"{k32.get('seconds_one_frame', math.nan):.1f}"},
+    ]
+    return Table(rows, {"what": "measure", "value": "value"}, {})
+
+
+def posterior_shift_table(result: dict) -> Table:
+    """90 % coverage, raw and calibrated, on frames away from the training distribution."""
+    rows = [{"shift": label, "raw": _ci(r.get("raw_90")), "calibrated": _ci(r.get("calibrated_90")),
+             "mse": r["mse"] / r["yhat_mse"]} for label, r in _need(result, "shift").items()]
+    return Table(rows, {"shift": "frames", "raw": "raw 90 %", "calibrated": "calibrated 90 %",
+                        "mse": "MSE / ŷ's"}, {"mse": fmt(".2f")})
 
 
 def uncertainty_reliability_series(result: dict) -> dict:
