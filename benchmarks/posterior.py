@@ -142,10 +142,7 @@ def calibrate(args) -> int:
 
 def frame_coverage(samples, y, mask, level, lam=None) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: covered and scored pixel counts of the (scaled) Gaussian interval."""
-    lo, hi = cal.central_interval(samples, level)
-    if lam is not None:
-        mid, half = (hi + lo) / 2, (hi - lo) / 2 * lam[:, None, None]
-        lo, hi = mid - half, mid + half
+    lo, hi = cal.scaled_interval(samples, level, lam)
     yy = y.double()
     inside = ((yy >= lo) & (yy <= hi) & mask).sum((1, 2)).numpy()
     return inside, mask.sum((1, 2)).numpy()
@@ -164,7 +161,7 @@ def coverage_table(res, sim, conf) -> dict:
     """Raw and calibrated coverage at every level, overall and per class of true emitter count."""
     y, raw = sim["y"], res.raw()
     mask = significant_pixels(y, res.mean())
-    counts = cal.detected_counts(res.yhat)
+    counts = res.counts if res.counts is not None else cal.detected_counts(res.yhat)
     true_n = sim["mask"].sum(1)
     out = {"levels": list(cal.LEVELS), "raw": {}, "calibrated": {}, "by_density": []}
     parts = {}
@@ -192,9 +189,8 @@ def miss_decomposition(res, sim, mask, lam) -> dict:
     sample mean misses, versus the rest; and the share of the uncovered pixels near such emitters."""
     from ualm.detect import detect, match
     from ualm.simulate import to_kde_coords
-    lo, hi = cal.central_interval(res.raw(), 0.9)
-    mid, half = (hi + lo) / 2, (hi - lo) / 2 * lam[:, None, None]
-    inside = (sim["y"].double() >= mid - half) & (sim["y"].double() <= mid + half)
+    lo, hi = cal.scaled_interval(res.raw(), 0.9, lam)
+    inside = (sim["y"].double() >= lo) & (sim["y"].double() <= hi)
     near = torch.zeros_like(mask)
     h, w = mask.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")

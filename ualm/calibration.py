@@ -71,6 +71,17 @@ def central_interval(samples: torch.Tensor, level: float, kind: str = "gaussian"
     return lo, hi
 
 
+def scaled_interval(samples: torch.Tensor, level: float, scale=None):
+    """The Gaussian `central_interval` at `level` with its half width times `scale` per frame
+    ((F,) or None for 1): the calibrated interval of a `Conformal` scale."""
+    lo, hi = central_interval(samples, level, "gaussian")
+    if scale is None:
+        return lo, hi
+    lam = torch.as_tensor(scale, dtype=lo.dtype).to(lo.device)[:, None, None]
+    mid, half = (hi + lo) / 2, (hi - lo) / 2
+    return mid - lam * half, mid + lam * half
+
+
 def expected_coverage(level, k: int, kind: str = "gaussian"):
     """Coverage of `central_interval` when the truth is one more draw from the samples'
     distribution: `level` for kind="gaussian" (exact for Gaussian draws); about

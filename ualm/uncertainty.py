@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .calibration import Conformal, apply_conformal, central_interval, detected_counts
+from .calibration import Conformal, apply_conformal, detected_counts, scaled_interval
 from .detect import evaluate_kdes
 from .diffusion import SAMPLERS, condition, sample, schedule, step_path
 from .models.deepstorm import DeepSTORM
@@ -32,7 +32,6 @@ class SampleResult:
     info: dict = field(default_factory=dict)
     path: torch.Tensor | None = None  # ŷ_0 after every step (F, K, steps, uH, uW) if kept
     conformal: Conformal | None = None  # the calibration applied to .samples, if any
-    scale: torch.Tensor | None = None  # its λ per frame (F,) at CALIBRATED_LEVEL
     counts: torch.Tensor | None = None  # emitters detected in ŷ per frame: the calibration class
 
     def mean(self) -> torch.Tensor:
@@ -49,9 +48,14 @@ class SampleResult:
     def __len__(self) -> int:
         return self.samples.shape[0]
 
+    @property
+    def scale(self) -> torch.Tensor | None:
+        """The calibration's λ per frame (F,) at CALIBRATED_LEVEL, the one applied to .samples."""
+        return None if self.conformal is None else self.conformal.scale(self.counts, CALIBRATED_LEVEL)
+
     def raw(self) -> torch.Tensor:
         """The samples as the sampler drew them (before the conformal scale, if one was applied)."""
-        if self.scale is None:
+        if self.conformal is None:
             return self.samples
         lam = self.scale.to(self.samples.device, self.samples.dtype)[:, None, None, None]
         mean = self.samples.mean(1, keepdim=True)
@@ -60,13 +64,8 @@ class SampleResult:
     def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel central interval (lo, hi) at `level`: the Gaussian prediction interval of the
         raw samples, scaled by the calibration's λ at that level when one was applied."""
-        raw = self.raw()
-        lo, hi = central_interval(raw, level, "gaussian")
-        if self.conformal is None:
-            return lo, hi
-        lam = self.conformal.scale(self.counts, level).to(lo.device)[:, None, None]
-        mid, half = (hi + lo) / 2, (hi - lo) / 2
-        return mid - lam * half, mid + lam * half
+        lam = None if self.conformal is None else self.conformal.scale(self.counts, level)
+        return scaled_interval(self.raw(), level, lam)
 
 
 def _frames(frames, expected_hw) -> tuple[torch.Tensor, bool]:
@@ -178,14 +177,12 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     path_t = _eval_steps(settings, sched.T)
     info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
             "n_samples": n_samples, "seed": seed, "seconds": seconds, "calibrated": conformal is not None}
-    scale = counts = None
+    counts = None
     if conformal is not None:
         counts = detected_counts(yhat)
-        scale = conformal.scale(counts, CALIBRATED_LEVEL)
         samples = apply_conformal(samples, conformal, counts, CALIBRATED_LEVEL)
         info["seconds"] = time.perf_counter() - t_start
-    return SampleResult(samples=samples, yhat=yhat, info=info, path=path, conformal=conformal, scale=scale,
-                        counts=counts)
+    return SampleResult(samples=samples, yhat=yhat, info=info, path=path, conformal=conformal, counts=counts)
 
 
 # ----------------------------------------------------------------------------- baselines
