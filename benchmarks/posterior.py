@@ -3,6 +3,7 @@
     python benchmarks/posterior.py validate    # candidates on validation frames -> the choice
     python benchmarks/posterior.py calibrate   # conformal scales on calibration frames -> manifest
     python benchmarks/posterior.py test        # the choice, raw and calibrated, on held-out frames
+    python benchmarks/posterior.py compare     # every method calibrated alike: width, CRPS, energy
 
 Splits (seeds below; none is the training stream, its validation batches or chapter 5/6's):
 validation (isolated + dense frames) picks the sampler, calibration (dense frames) fits the
@@ -35,10 +36,11 @@ from ualm import calibration as cal  # noqa: E402
 from ualm import pretrained  # noqa: E402
 from ualm.defaults import UPSAMPLE  # noqa: E402
 from ualm.models.deepstorm import training_sim_config  # noqa: E402
-from ualm.uncertainty import DEFAULT_PSI, significant_pixels, uncertainty_map  # noqa: E402
+from ualm.uncertainty import (DEFAULT_PSI, ensemble_map, mc_dropout_map, significant_pixels,  # noqa: E402
+                              uncertainty_map)
 
 SEEDS = {"validation": {"isolated": 20261205, "dense": 20261206},
-         "calibration": {"dense": 20261207},
+         "calibration": {"dense": 20261207, "sparse": 20261208},
          "test": {"isolated": ub.ISOLATED_SEED, "dense": ub.DENSE_SEED}}
 # label -> (weights, sampler, overrides)
 CANDIDATES = {
@@ -111,32 +113,58 @@ def chosen() -> tuple[str, dict]:
     return row["sampler"], row["overrides"]
 
 
-def calibrate(args) -> int:
-    sampler, over = chosen()
-    phi, psi = pretrained.load("deepstorm_quick"), pretrained.load(DEFAULT_PSI)
-    seed = SEEDS["calibration"]["dense"]
-    sim = ualm.simulate_batch(args.calibration, training_sim_config(), generator=ualm.make_generator(seed),
-                              dtype=torch.float32)
-    t0 = time.perf_counter()
-    # the samples are kept in runs/, so that a failed fit does not cost the sampling again
-    cache = ROOT / "runs" / f"posterior_calibration_{args.calibration}_{args.samples}_{sampler}_{over}.pt"
+CALIBRATION_KS = (8, 16, 32)  # a Conformal per K, each from the first K of the same samples
+SPARSE_COUNT = (1, 3)  # emitters in the added sparse calibration frames (class 0–1 detected)
+
+
+def cached_samples(name: str, x: torch.Tensor, n_samples: int, seed: int, sampler: str, over: dict) -> dict:
+    """Raw samples of the default map for frames x, kept in runs/ (keyed by the weights and the
+    settings) so that a failed fit or a later comparison does not cost the sampling again."""
     key = pretrained.manifest(DEFAULT_PSI)["sha256"]
+    tag = "_".join(f"{k}{v}" for k, v in sorted(over.items()))
+    cache = ROOT / "runs" / f"posterior_{name}_{len(x)}x{n_samples}_{sampler}_{tag}_s{seed}.pt"
     got = torch.load(cache, weights_only=True) if cache.is_file() else None
-    if got is None or got["sha256"] != key:
-        res = uncertainty_map(sim["x"], psi, phi, args.samples, sampler, calibrate=False, seed=3, **over)
-        got = {"sha256": key, "samples": res.samples, "yhat": res.yhat}
+    if got is None or got["sha256"] != key or got["samples"].shape[:2] != (len(x), n_samples):
+        t0 = time.perf_counter()
+        res = uncertainty_map(x, n_samples=n_samples, sampler=sampler, calibrate=False, seed=seed, **over)
+        got = {"sha256": key, "samples": res.samples, "yhat": res.yhat, "seconds": time.perf_counter() - t0}
         cache.parent.mkdir(exist_ok=True)
         torch.save(got, cache)
-    samples, counts = got["samples"], cal.detected_counts(got["yhat"])
-    conf = cal.fit_conformal(samples, sim["y"], significant_pixels(sim["y"], samples.mean(1)), counts)
-    payload = {"sampler": sampler, "overrides": over, "conformal": conf.to_dict(),
-               "data": {"frames": args.calibration, "seed": seed, "count": [1, 20], "i0": [100.0, 400.0],
-                        "mask": "significant_pixels(y, mean)", "sample_seed": 3},
-               "seconds": time.perf_counter() - t0,
+    return got
+
+
+def calibration_split(args) -> dict:
+    """The calibration frames: `args.calibration` from the training distribution and
+    `args.sparse` with SPARSE_COUNT emitters, so that the class of lone emitters has frames."""
+    seed = SEEDS["calibration"]
+    dense = ualm.simulate_batch(args.calibration, training_sim_config(), generator=ualm.make_generator(seed["dense"]),
+                                dtype=torch.float32)
+    sparse = ualm.simulate_batch(args.sparse, training_sim_config().replace(count=SPARSE_COUNT),
+                                 generator=ualm.make_generator(seed["sparse"]), dtype=torch.float32)
+    return {k: torch.cat([dense[k], sparse[k]]) for k in ("x", "y")}
+
+
+def calibrate(args) -> int:
+    sampler, over = chosen()
+    sim = calibration_split(args)
+    t0 = time.perf_counter()
+    got = cached_samples("calibration", sim["x"], max(CALIBRATION_KS), 3, sampler, over)
+    counts = cal.detected_counts(got["yhat"])
+    by_k = {}
+    for k in CALIBRATION_KS:
+        s = got["samples"][:, :k]
+        conf = cal.fit_conformal(s, sim["y"], significant_pixels(sim["y"], s.mean(1)), counts)
+        by_k[str(k)] = conf.to_dict()
+        for c, row, n in zip(conf.classes, conf.scales, conf.frames):
+            print(f"K = {k}, class {c}: {n} frames, λ at {conf.levels} = {[round(v, 3) for v in row]}")
+    seed = SEEDS["calibration"]
+    payload = {"sampler": sampler, "overrides": over, "conformal": by_k,
+               "data": {"frames": args.calibration, "seed": seed["dense"], "count": [1, 20], "i0": [100.0, 400.0],
+                        "sparse_frames": args.sparse, "sparse_seed": seed["sparse"], "sparse_count": list(SPARSE_COUNT),
+                        "mask": "significant_pixels(y, mean of the first K)", "sample_seed": 3},
+               "seconds_sampling": got["seconds"], "seconds": time.perf_counter() - t0,
                "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
     pretrained.record_calibration(DEFAULT_PSI, pretrained.manifest(DEFAULT_PSI)["sha256"], payload)
-    for c, row, n in zip(conf.classes, conf.scales, conf.frames):
-        print(f"class {c}: {n} frames, λ at {conf.levels} = {[round(v, 3) for v in row]}")
     return 0
 
 
@@ -157,13 +185,14 @@ def boot(inside, total, n=2000, seed=0) -> dict:
             "ci95": [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]}
 
 
-def coverage_table(res, sim, conf) -> dict:
-    """Raw and calibrated coverage at every level, overall and per class of true emitter count."""
-    y, raw = sim["y"], res.raw()
-    mask = significant_pixels(y, res.mean())
-    counts = res.counts if res.counts is not None else cal.detected_counts(res.yhat)
+def coverage_table(raw, counts, sim, conf, misses: bool = True) -> dict:
+    """Raw and calibrated coverage of K raw samples per frame (F, K, H, W) at every level, overall
+    and per class of true emitter count; conf: the `Conformal` for this K."""
+    y = sim["y"]
+    mean = raw.mean(1)
+    mask = significant_pixels(y, mean)
     true_n = sim["mask"].sum(1)
-    out = {"levels": list(cal.LEVELS), "raw": {}, "calibrated": {}, "by_density": []}
+    out = {"samples": int(raw.shape[1]), "levels": list(cal.LEVELS), "raw": {}, "calibrated": {}, "by_density": []}
     parts = {}
     for level in cal.LEVELS:
         parts[("raw", level)] = frame_coverage(raw, y, mask, level)
@@ -176,25 +205,26 @@ def coverage_table(res, sim, conf) -> dict:
             out["by_density"].append({"emitters": [lo, hi], "frames": int(f.sum()),
                                       **{kind: boot(parts[(kind, 0.9)][0][f], parts[(kind, 0.9)][1][f])
                                          for kind in ("raw", "calibrated")}})
-    z = cal.zscores(y, res.mean(), res.std(), mask)
-    out["mean_abs_z_calibrated"] = float(z.abs().mean())
-    out["mean_abs_z_raw"] = float(cal.zscores(y, raw.mean(1), raw.std(1), mask).abs().mean())
+    lam = conf.scale(counts, 0.9).to(raw.dtype)[:, None, None]
+    out["mean_abs_z_calibrated"] = float(cal.zscores(y, mean, lam * raw.std(1), mask).abs().mean())
+    out["mean_abs_z_raw"] = float(cal.zscores(y, mean, raw.std(1), mask).abs().mean())
     out["mean_abs_z_ideal"] = cal.expected_abs_z(raw.shape[1])
-    out["misses"] = miss_decomposition(res, sim, mask, conf.scale(counts, 0.9))
+    if misses:
+        out["misses"] = miss_decomposition(raw, sim, mask, conf.scale(counts, 0.9))
     return out
 
 
-def miss_decomposition(res, sim, mask, lam) -> dict:
+def miss_decomposition(raw, sim, mask, lam) -> dict:
     """Coverage at 90 % (calibrated) on pixels within 1 px of a true emitter that detection in the
     sample mean misses, versus the rest; and the share of the uncovered pixels near such emitters."""
     from ualm.detect import detect, match
     from ualm.simulate import to_kde_coords
-    lo, hi = cal.scaled_interval(res.raw(), 0.9, lam)
+    lo, hi = cal.scaled_interval(raw, 0.9, lam)
     inside = (sim["y"].double() >= lo) & (sim["y"].double() <= hi)
     near = torch.zeros_like(mask)
     h, w = mask.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    for f, det in enumerate(detect(res.mean())):
+    for f, det in enumerate(detect(raw.mean(1).float())):
         truth = sim["theta"][f][sim["mask"][f]].double().numpy()
         _, it, _ = match(np.asarray(det).reshape(-1, 2), truth)
         for e in sorted(set(range(len(truth))) - set(it.tolist())):
@@ -209,58 +239,73 @@ def miss_decomposition(res, sim, mask, lam) -> dict:
                 float((missed & near).sum() / max(int(missed.sum()), 1))}
 
 
-def test(args) -> int:
-    sampler, over = chosen()
+SHIFTS = {"i0 in [400, 800] photons (training: [100, 400])": {"i0": (400.0, 800.0)},
+          "PSF σ = 1.0 px (training: 0.92)": {"sigma": 1.0},
+          "background 5 photons/px (training: 0)": {"background": 5.0}}
+
+
+def test_split(args) -> dict:
+    """The held-out dense frames and the shifted ones (seeds of benchmarks/uncertainty.py)."""
+    seed = SEEDS["test"]["dense"]
+    out = {"dense": ualm.simulate_batch(args.dense, training_sim_config(), generator=ualm.make_generator(seed),
+                                        dtype=torch.float32)}
+    for i, (label, change) in enumerate(SHIFTS.items()):
+        out[label] = ualm.simulate_batch(args.shift, training_sim_config().replace(**change),
+                                         generator=ualm.make_generator(seed + 100 + i), dtype=torch.float32)
+    return out
+
+
+def stored_conformals() -> dict:
     stored = pretrained.stored_calibration(DEFAULT_PSI)
     if stored is None:
         raise SystemExit("no stored calibration: run python benchmarks/posterior.py calibrate first")
-    conf = cal.Conformal.from_dict(stored["conformal"])
+    return {int(k): cal.Conformal.from_dict(v) for k, v in stored["conformal"].items()}
+
+
+def test(args) -> int:
+    sampler, over = chosen()
+    confs = stored_conformals()
+    k = args.samples
     out = {"sampler": sampler, "overrides": over, "weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
-           "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": args.samples,
+           "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": k, "samples_small": args.samples_small,
                         "samples_isolated": args.samples_isolated, "seeds": SEEDS["test"], "shift_frames": args.shift}}
     seeds = SEEDS["test"]
-    # isolated emitters against β = 1 MCMC, raw and calibrated
+    # isolated emitters against β = 1 MCMC, raw and calibrated (the default map, as a user gets it)
     sim_iso, ref = ub.isolated_reference(args.isolated, seeds["isolated"], args.mcmc_iters, args.threads)
     iso = uncertainty_map(sim_iso["x"], n_samples=args.samples_isolated, seed=1, progress=False)
     out["isolated"] = {"calibrated": ub.isolated_scores(iso.mean(), iso.var(), ref),
                        "raw": ub.isolated_scores(iso.raw().mean(1), iso.raw().var(1), ref),
-                       "scale": [float(v) for v in iso.scale]}
+                       "scale": [float(v) for v in iso.scale], "detected": iso.counts.tolist()}
     print("isolated std ratio raw", out["isolated"]["raw"]["std_ratio"], "calibrated",
           out["isolated"]["calibrated"]["std_ratio"], "corr", out["isolated"]["raw"]["corr"], flush=True)
-    # dense held-out frames
+    # one calibrated map of one frame, timed as a user would call it
     phi = pretrained.load("deepstorm_quick")
-    dense = ualm.simulate_batch(args.dense, training_sim_config(), generator=ualm.make_generator(seeds["dense"]),
-                                dtype=torch.float32)
+    split = test_split(args)
+    dense = split["dense"]
     t0 = time.perf_counter()
-    res = uncertainty_map(dense["x"], n_samples=args.samples, seed=2, progress=False)
-    sec = time.perf_counter() - t0
-    out["dense"] = coverage_table(res, dense, conf)
-    out["dense"]["mse"] = float(((res.mean() - dense["y"]) ** 2).mean())
-    out["dense"]["yhat_mse"] = float(((phi.predict(dense["x"]) - dense["y"]) ** 2).mean())
-    out["dense"]["seconds_per_frame"] = sec / args.dense
-    print("dense", {k: out["dense"][k] for k in ("raw", "calibrated", "mse", "yhat_mse")}, flush=True)
-    # K = 32, as the default map is used: coverage on a subset, and one frame's time
-    n32 = min(args.k32_frames, args.dense)
-    sub = {k: v[:n32] for k, v in dense.items()}
-    t0 = time.perf_counter()
-    r32 = uncertainty_map(sub["x"][:1], n_samples=32, seed=4, progress=False)
-    one = time.perf_counter() - t0
-    r32 = uncertainty_map(sub["x"], n_samples=32, seed=4, progress=False)
-    out["dense_k32"] = {"frames": n32, "seconds_one_frame": one,
-                        **{k: v for k, v in coverage_table(r32, sub, conf).items() if k in ("raw", "calibrated")}}
-    print("K=32", out["dense_k32"], flush=True)
+    uncertainty_map(dense["x"][:1], n_samples=32, seed=4, progress=False)
+    out["seconds_one_frame_k32"] = time.perf_counter() - t0
+    # dense held-out frames at K, and at a smaller K from the first samples of the same chains
+    got = cached_samples("test", dense["x"], k, 2, sampler, over)
+    counts = cal.detected_counts(got["yhat"])
+    yhat_mse = float(((got["yhat"] - dense["y"]) ** 2).mean())
+    out["dense"] = {**coverage_table(got["samples"], counts, dense, confs[cal.nearest_k(confs, k)]),
+                    "mse": float(((got["samples"].mean(1) - dense["y"]) ** 2).mean()), "yhat_mse": yhat_mse,
+                    "seconds_per_frame": got["seconds"] / args.dense}
+    ks = args.samples_small
+    out["dense_small"] = coverage_table(got["samples"][:, :ks], counts, dense, confs[cal.nearest_k(confs, ks)],
+                                        misses=False)
+    print("dense", {kk: out["dense"][kk] for kk in ("raw", "calibrated", "mse", "yhat_mse")}, flush=True)
+    print(f"K={ks}", out["dense_small"]["calibrated"], flush=True)
     # shifts away from the training distribution
-    shifts = {"i0 in [400, 800] photons (training: [100, 400])": {"i0": (400.0, 800.0)},
-              "PSF σ = 1.0 px (training: 0.92)": {"sigma": 1.0},
-              "background 5 photons/px (training: 0)": {"background": 5.0}}
     out["shift"] = {}
-    for i, (label, change) in enumerate(shifts.items()):
-        sim = ualm.simulate_batch(args.shift, training_sim_config().replace(**change),
-                                  generator=ualm.make_generator(seeds["dense"] + 100 + i), dtype=torch.float32)
-        r = uncertainty_map(sim["x"], n_samples=args.samples, seed=5, progress=False)
-        t = coverage_table(r, sim, conf)
+    for label in SHIFTS:
+        sim = split[label]
+        g = cached_samples(f"shift{list(SHIFTS).index(label)}", sim["x"], k, 5, sampler, over)
+        t = coverage_table(g["samples"], cal.detected_counts(g["yhat"]), sim, confs[cal.nearest_k(confs, k)],
+                           misses=False)
         out["shift"][label] = {"raw_90": t["raw"]["0.9"], "calibrated_90": t["calibrated"]["0.9"],
-                               "mse": float(((r.mean() - sim["y"]) ** 2).mean()),
+                               "mse": float(((g["samples"].mean(1) - sim["y"]) ** 2).mean()),
                                "yhat_mse": float(((phi.predict(sim["x"]) - sim["y"]) ** 2).mean())}
         print(label, out["shift"][label], flush=True)
     out["command"] = shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])
@@ -268,24 +313,156 @@ def test(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sharpness and scores
+
+BLUR_PX = 2.0  # KDE px: the heuristic's spread is ŷ blurred by a Gaussian of this std
+
+
+def blurred_yhat_samples(yhat: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """A spread with no learning: K draws of ŷ + g ⊙ ξ, ξ ~ N(0, 1) per pixel, g = ŷ blurred by a
+    Gaussian of BLUR_PX (wide where ŷ has mass, zero far from it). Its width is set by the
+    conformal scale, like every other method's."""
+    r = int(3 * BLUR_PX)
+    u = torch.arange(-r, r + 1, dtype=yhat.dtype)
+    g1 = torch.exp(-u ** 2 / (2 * BLUR_PX ** 2))
+    g1 = g1 / g1.sum()
+    spread = torch.nn.functional.conv2d(yhat[:, None], (g1[:, None] * g1[None, :])[None, None], padding=r)[:, 0]
+    gen = ualm.make_generator(seed)
+    xi = torch.randn((yhat.shape[0], k, *yhat.shape[1:]), generator=gen, dtype=yhat.dtype)
+    return yhat[:, None] + spread.clamp(min=0)[:, None] * xi
+
+
+def method_samples(name: str, split: str, x: torch.Tensor, yhat: torch.Tensor, k: int, nets: dict) -> torch.Tensor:
+    """K raw samples (F, K, H, W) of one method on frames x (the ensemble: its 5 members)."""
+    seed = {"calibration": 3, "test": 2}[split]
+    if name.startswith("diffusion"):
+        sampler, over = chosen()
+        return cached_samples(split, x, k, seed, sampler, over)["samples"]
+    if name.startswith("MC dropout"):
+        return mc_dropout_map(x, nets["deepstorm_ens0"], k, seed=seed).samples
+    if name.startswith("deep ensemble"):
+        return ensemble_map(x, [nets[w] for w in ub.ENSEMBLE]).samples
+    return blurred_yhat_samples(yhat, k, seed)
+
+
+COMPARED = ("diffusion: Ψ_v, DDIM 20 (the default map)", "MC dropout (φ, p = 0.1)",
+            f"deep ensemble ({len(ub.ENSEMBLE)} φ)", f"blurred ŷ (no learning, σ = {BLUR_PX:g} px)")
+
+
+def scores(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Proper scores of samples (F, K, H, W) against the truth (scoringrules, unbiased "fair"
+    estimators, so an ensemble of 5 is not penalised for its size): CRPS per pixel averaged over
+    the masked pixels, and the energy score of each whole frame (H·W dimensions) averaged."""
+    import scoringrules as sr
+    fc = samples.double().numpy()
+    obs = y.double().numpy()
+    crps = sr.crps_ensemble(obs, np.moveaxis(fc, 1, -1), m_axis=-1, estimator="fair")
+    f, k = fc.shape[:2]
+    es = sr.es_ensemble(obs.reshape(f, -1), fc.reshape(f, k, -1), m_axis=-2, v_axis=-1, estimator="fair")
+    return {"crps": float(crps[mask.numpy()].mean()), "energy": float(np.mean(es))}
+
+
+def compare(args) -> int:
+    """Every method calibrated the same way on the same calibration frames (conformal risk control
+    of the 90 % interval per class of emitters detected in ŷ, on the pixels where the truth or the
+    method's own mean exceeds 0.05, as `calibrate` fits the default map's stored scales, which are
+    used for the diffusion), then scored on the held-out dense frames, all on the same pixels
+    (truth or ŷ > 0.05): coverage and mean width of the calibrated 90 % interval, CRPS and energy
+    score of the calibrated samples, MSE of their mean."""
+    nets = {w: pretrained.load(w) for w in ["deepstorm_quick", *ub.ENSEMBLE]}
+    phi = nets["deepstorm_quick"]
+    calib, test_ = calibration_split(args), test_split(args)["dense"]
+    k = args.samples
+    data = {}
+    for split, sim in (("calibration", calib), ("test", test_)):
+        yhat = phi.predict(sim["x"])
+        data[split] = {"sim": sim, "yhat": yhat, "counts": cal.detected_counts(yhat),
+                       "mask": significant_pixels(sim["y"], yhat)}
+    rows = {}
+    for name in COMPARED:
+        t0 = time.perf_counter()
+        c, t = data["calibration"], data["test"]
+        row = {}
+        try:
+            if name.startswith("diffusion"):  # its stored calibration, fitted exactly this way by `calibrate`
+                conf = stored_conformals()[cal.nearest_k(stored_conformals(), k)]
+            else:
+                s = method_samples(name, "calibration", c["sim"]["x"], c["yhat"], k, nets)
+                conf = cal.fit_conformal(s, c["sim"]["y"], significant_pixels(c["sim"]["y"], s.mean(1)), c["counts"],
+                                         levels=(0.9,))
+            row.update(scales_90=[r[conf.levels.index(0.9)] for r in conf.scales],
+                       classes=[list(cc) for cc in conf.classes])
+        except ValueError as err:  # pixels where every sample agrees and misses: no scale covers them
+            conf = None
+            row["not_calibrated"] = str(err)
+        raw = method_samples(name, "test", t["sim"]["x"], t["yhat"], k, nets).double().cpu()
+        y, mask = t["sim"]["y"].double(), t["mask"]
+        lam = conf.scale(t["counts"], 0.9) if conf is not None else None
+        lo, hi = cal.scaled_interval(raw, 0.9, lam)
+        inside, total = ((y >= lo) & (y <= hi) & mask).sum((1, 2)).numpy(), mask.sum((1, 2)).numpy()
+        row.update(samples=int(raw.shape[1]), coverage_90=boot(inside, total), width_90=float((hi - lo)[mask].mean()),
+                   zero_spread=float((raw.std(1)[mask] == 0).double().mean()), raw=scores(raw, y, mask),
+                   mse=float(((raw.mean(1) - y) ** 2).mean()))
+        row["calibrated"] = scores(apply_scale(raw, lam), y, mask) if lam is not None else None
+        row["spread_skill"] = spread_skill(raw, y, mask, lam)
+        row["seconds"] = time.perf_counter() - t0
+        rows[name] = row
+        sc = row["calibrated"] or row["raw"]
+        print(f"{name}: {'calibrated' if conf else 'NOT calibrated'} cov90 {row['coverage_90']['value']:.3f} "
+              f"width {row['width_90']:.4f} CRPS {sc['crps']:.4f} ES {sc['energy']:.3f} MSE {row['mse']:.2e}",
+              flush=True)
+    out = {"weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
+           "protocol": {"calibration_frames": len(calib["x"]), "test_frames": len(test_["x"]), "samples": k,
+                        "mask": "scored on significant_pixels(y, ŷ), the same pixels for every method; calibrated on significant_pixels(y, the method's own mean)",
+                        "seeds": {"calibration": SEEDS["calibration"], "test": SEEDS["test"]["dense"]},
+                        "scoring": "scoringrules crps_ensemble / es_ensemble, estimator='fair'"},
+           "methods": rows, "rule": compare.__doc__.strip(),
+           "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
+    common.save("posterior_compare", out, args.out)
+    return 0
+
+
+def spread_skill(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam=None, bins: int = 10) -> dict:
+    """RMSE of the mean against the (calibrated) predicted std, in bins of equal pixel count of
+    that std: a calibrated spread lies on RMSE = std in every bin. Unlike a rank correlation of
+    std and error, it does not reward a map only for knowing where the emitters are."""
+    std = raw.std(1) * (lam.to(raw.dtype)[:, None, None] if lam is not None else 1.0)
+    sd, err = std[mask], (raw.mean(1) - y)[mask]
+    order = torch.argsort(sd)
+    parts = torch.tensor_split(order, bins)
+    return {"std": [float(sd[i].pow(2).mean().sqrt()) for i in parts],
+            "rmse": [float(err[i].pow(2).mean().sqrt()) for i in parts], "pixels": [int(len(i)) for i in parts]}
+
+
+def apply_scale(raw: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Samples spread about their mean by λ per frame (as `ualm.calibration.apply_conformal`)."""
+    mean = raw.mean(1, keepdim=True)
+    return mean + lam.to(raw.dtype)[:, None, None, None] * (raw - mean)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["validate", "calibrate", "test"])
+    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare"])
     ap.add_argument("--isolated", type=int, default=16)
     ap.add_argument("--dense", type=int, default=None, help="dense frames (validate 32, test 100)")
-    ap.add_argument("--samples-isolated", type=int, default=16)
-    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--samples-isolated", type=int, default=None, help="validate 16, test 32")
+    ap.add_argument("--samples", type=int, default=None, help="samples per frame (validate 8, test 32: the default map)")
+    ap.add_argument("--samples-small", type=int, default=8, help="test: also scored with the first K samples")
     ap.add_argument("--mcmc-iters", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--calibration", type=int, default=240, help="calibration frames")
+    ap.add_argument("--calibration", type=int, default=240, help="calibration frames (training distribution)")
+    ap.add_argument("--sparse", type=int, default=120, help=f"added calibration frames with {SPARSE_COUNT} emitters")
     ap.add_argument("--shift", type=int, default=40, help="frames per shift")
-    ap.add_argument("--k32-frames", type=int, default=16)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dense is None:
         args.dense = 100 if args.what == "test" else 32  # the test split is scored on more frames
-    return {"validate": validate, "calibrate": calibrate, "test": test}[args.what](args)
+    if args.samples is None:
+        args.samples = 32 if args.what in ("test", "compare") else 8
+    if args.samples_isolated is None:
+        args.samples_isolated = 32 if args.what == "test" else 16
+    return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,15 @@ def test_expected_abs_z_matches_monte_carlo(k):
     # 36 000 pixels: the standard error of mean |z| is below 0.01 for K >= 4
     assert abs(float(z.abs().mean()) - cal.expected_abs_z(k)) < 0.03
     assert cal.expected_abs_z(10_000) == pytest.approx(np.sqrt(2 / np.pi), abs=1e-3)
+    if k >= 8:  # the std of z converges slowly for small K (heavy tails)
+        assert abs(float(z.std()) - cal.expected_z_std(k)) < 0.04
+
+
+def test_expected_z_std_values():
+    assert cal.expected_z_std(8) == pytest.approx(1.255, abs=1e-3)
+    assert cal.expected_z_std(10_000) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="K >= 4"):
+        cal.expected_z_std(3)
     with pytest.raises(ValueError, match="K >= 3"):
         cal.expected_abs_z(2)
 
@@ -209,3 +218,19 @@ def test_conformal_bad_inputs():
     conf = cal.fit_conformal(s, y, None, torch.zeros(30, dtype=torch.long), levels=(0.9,), classes=((0, None),))
     with pytest.raises(ValueError, match="calibrated levels"):
         conf.scale(torch.tensor([1]), 0.8)
+
+
+def test_nearest_k_is_the_closest_on_a_log_scale():
+    assert cal.nearest_k([8, 16, 32], 32) == 32
+    assert cal.nearest_k(["8", "16", "32"], 2) == 8
+    assert cal.nearest_k([8, 16, 32], 23) == 32  # |log(23/32)| < |log(23/16)|
+    assert cal.nearest_k([8, 16, 32], 11) == 8
+    assert cal.nearest_k([8, 32], 16) == 32  # a tie on the log scale: the larger K
+    assert cal.nearest_k([8, 16, 32], 500) == 32
+    with pytest.raises(ValueError, match="no calibrated"):
+        cal.nearest_k([], 8)
+
+
+def test_lone_emitters_are_a_class_of_their_own():
+    idx = cal.class_index(torch.tensor([0, 1, 2, 5, 6, 16, 40]))
+    assert idx.tolist() == [0, 0, 1, 1, 2, 4, 4]

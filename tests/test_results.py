@@ -25,6 +25,7 @@ TABLES = {
     "uncertainty": [R.uncertainty_table, R.uncertainty_reference_table, R.uncertainty_emitter_table],
     "posterior_test": [R.posterior_coverage_table, R.posterior_density_table, R.posterior_summary_table,
                        R.posterior_shift_table],
+    "posterior_compare": [R.posterior_compare_table],
     "chapter_times": [R.chapter_times_table],
     "compute_costs": [R.compute_costs_table],
     "estimates": [R.chapter_estimates_table],

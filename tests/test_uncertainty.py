@@ -303,12 +303,14 @@ def test_the_default_map_uses_the_bundled_calibration():
     from ualm.uncertainty import CALIBRATED_LEVEL, DEFAULT_PSI
     stored = pretrained.stored_calibration(DEFAULT_PSI)  # verifies both checksums
     assert stored is not None and stored["sampler"] in SAMPLERS
-    conf = Conformal.from_dict(stored["conformal"])
-    assert conf.levels == LEVELS and min(conf.frames) >= 20
-    assert all(0.2 < v < 5 for row in conf.scales for v in row)  # a scale, not a failed fit
+    by_k = {int(k): Conformal.from_dict(v) for k, v in stored["conformal"].items()}
+    assert 8 in by_k and 32 in by_k  # the default map's K and a small K
+    for k, conf in by_k.items():
+        assert conf.samples == k and conf.levels == LEVELS and min(conf.frames) >= 20
+        assert all(0.2 < v < 5 for row in conf.scales for v in row)  # a scale, not a failed fit
     x = ualm.simulate_batch(1, SIM, generator=ualm.make_generator(3))["x"]
-    res = uncertainty_map(x, n_samples=2, progress=False)
+    res = uncertainty_map(x, n_samples=2, progress=False)  # K = 2: the calibration fitted nearest, K = 8
     assert res.info["calibrated"] and res.info["sampler"] == stored["sampler"]
-    assert float(res.scale[0]) == float(conf.scale(res.counts, CALIBRATED_LEVEL)[0])
+    assert float(res.scale[0]) == float(by_k[8].scale(res.counts, CALIBRATED_LEVEL)[0])
     raw = uncertainty_map(x, n_samples=2, progress=False, calibrate=False)
     torch.testing.assert_close(res.raw(), raw.samples)

@@ -141,6 +141,14 @@ def expected_abs_z(k: int) -> float:
     return math.sqrt(1 + 1 / int(k)) * e_abs_t
 
 
+def expected_z_std(k: int) -> float:
+    """Std of z for a calibrated Gaussian predictive summarised by K samples (as `expected_abs_z`):
+    √(1 + 1/K) · √((K − 1)/(K − 3)), 1.25 for K = 8 and 1.05 for K = 32, not 1."""
+    if int(k) < 4:
+        raise ValueError(f"the std of z is finite for K >= 4 samples, got K = {k}")
+    return math.sqrt((1 + 1 / int(k)) * (int(k) - 1) / (int(k) - 3))
+
+
 def zero_std_fraction(std, mask=None) -> float:
     std = torch.as_tensor(std).detach().cpu()
     sel = std if mask is None else std[torch.as_tensor(mask).bool().cpu()]
@@ -243,7 +251,9 @@ def emitter_zscores(means, samples, theta, mask=None, sigma_y: float = SIGMA_Y,
 
 # ----------------------------------------------------------------------------- conformal scales
 
-CLASSES = ((0, 5), (6, 10), (11, 15), (16, None))  # emitters detected in ŷ: observable at test time
+# emitters detected in ŷ: observable at test time. (0, 1) apart, since one lone emitter's spread
+# is not that of a crowded frame
+CLASSES = ((0, 1), (2, 5), (6, 10), (11, 15), (16, None))
 
 
 def detected_counts(yhat: torch.Tensor) -> torch.Tensor:
@@ -370,6 +380,15 @@ def fit_conformal(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, co
         raise ValueError(f"no calibration frames in classes {empty}: simulate more frames or merge classes")
     return Conformal(levels=tuple(levels), classes=tuple(classes), scales=tuple(scales),
                      frames=tuple(frames), samples=int(s.shape[1]))
+
+
+def nearest_k(available, k: int) -> int:
+    """The K among `available` closest to k on a log scale (the larger on a tie): the calibration
+    to use for k samples, since the width of a K-sample interval depends on K."""
+    available = sorted(int(a) for a in available)
+    if not available:
+        raise ValueError("no calibrated sample counts to choose from")
+    return min(available, key=lambda a: (abs(math.log(a / k)), -a))
 
 
 def apply_conformal(samples: torch.Tensor, conformal: Conformal, counts: torch.Tensor,

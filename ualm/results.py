@@ -35,6 +35,7 @@ __all__ = [
     "mcmc_speed_table",
     "mle_table",
     "overview_table",
+    "posterior_compare_table",
     "posterior_coverage_table",
     "posterior_density_table",
     "posterior_shift_table",
@@ -79,6 +80,9 @@ BENCHMARKS = {
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
     "posterior_test": Benchmark("The calibrated posterior sampler, on held-out frames", "6",
                                 "python benchmarks/posterior.py test", ("diffusion_v",)),
+    "posterior_compare": Benchmark("Sharpness at equal coverage: every method calibrated the same way", "6",
+                                   "python benchmarks/posterior.py compare",
+                                   ("diffusion_v", "deepstorm_quick", "deepstorm_ens0")),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
     "compute_costs": Benchmark("Network costs and GPU estimates", "4, 5",
                                "python benchmarks/compute_costs.py", ()),
@@ -502,14 +506,14 @@ def _ci(c: dict | None, spec: str = ".3f") -> str:
 
 def posterior_coverage_table(result: dict) -> Table:
     """Coverage of the default map's central intervals at each level, raw and calibrated, with
-    bootstrap 95 % intervals over frames; and calibrated at K = 32 on a subset."""
-    dense, k32 = _need(result, "dense"), result.get("dense_k32") or {}
+    bootstrap 95 % intervals over frames, at the default K and at a small K (its first samples)."""
+    dense, small = _need(result, "dense"), result.get("dense_small") or {}
+    k, ks = dense["samples"], small.get("samples")
     rows = [{"level": float(lv), "raw": _ci(dense["raw"].get(str(lv))),
              "calibrated": _ci(dense["calibrated"].get(str(lv))),
-             "k32": _ci((k32.get("calibrated") or {}).get(str(lv)))} for lv in dense["levels"]]
-    cols = {"level": "nominal", "raw": f"raw, K = {result['protocol']['samples']}",
-            "calibrated": f"calibrated, K = {result['protocol']['samples']}",
-            "k32": f"calibrated, K = 32 ({k32.get('frames', 0)} frames)"}
+             "small": _ci((small.get("calibrated") or {}).get(str(lv)))} for lv in dense["levels"]]
+    cols = {"level": "nominal", "raw": f"raw, K = {k}", "calibrated": f"calibrated, K = {k}",
+            "small": f"calibrated, K = {ks}" if ks else "calibrated, small K"}
     return Table(rows, cols, {"level": fmt(".2f")})
 
 
@@ -526,21 +530,37 @@ def posterior_summary_table(result: dict) -> Table:
     """The issue's other bars: isolated std ratio and map correlation against β = 1 MCMC, mean
     MSE against ŷ, mean |z| against its value for a perfect sampler at K, time, misses."""
     iso, dense = _need(result, "isolated"), _need(result, "dense")
-    misses, k32 = dense.get("misses") or {}, result.get("dense_k32") or {}
+    misses = dense.get("misses") or {}
     rows = [
         {"what": "isolated: total std / β = 1 MCMC's, median [IQR], raw", "value": _iqr(iso["raw"]["std_ratio"])},
         {"what": "isolated: the same, calibrated", "value": _iqr(iso["calibrated"]["std_ratio"])},
         {"what": "isolated: std-map correlation with MCMC, median [IQR]", "value": _iqr(iso["raw"]["corr"], ".3f")},
         {"what": "dense: MSE of the sample mean / MSE of ŷ", "value": f"{dense['mse'] / dense['yhat_mse']:.3f}"},
-        {"what": "dense: mean |z|, raw / calibrated / a perfect sampler at K",
+        {"what": f"dense: mean |z|, raw / calibrated / a perfect sampler at K = {dense['samples']}",
          "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / {dense['mean_abs_z_ideal']:.2f}"},
         {"what": "dense: calibrated 90 % coverage near true emitters that the mean misses / elsewhere",
          "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
         {"what": "dense: share of the uncovered pixels near missed emitters",
          "value": f"{misses.get('share_of_uncovered_near_missed', math.nan):.3f}"},
-        {"what": "seconds for one calibrated K = 32 map of one frame", "value": f"{k32.get('seconds_one_frame', math.nan):.1f}"},
+        {"what": "seconds for one calibrated K = 32 map of one frame",
+         "value": f"{result.get('seconds_one_frame_k32', math.nan):.1f}"},
     ]
     return Table(rows, {"what": "measure", "value": "value"}, {})
+
+
+def posterior_compare_table(result: dict) -> Table:
+    """Every method calibrated the same way, on the same held-out pixels: calibrated 90 % coverage
+    and mean width (sharpness at equal coverage), proper scores of the calibrated samples
+    (lower is better), MSE of the mean. A method no scale can calibrate is scored raw, marked."""
+    rows = []
+    for name, m in _need(result, "methods").items():
+        sc = m.get("calibrated") or m["raw"]
+        rows.append({"method": name + ("" if m.get("calibrated") else " (not calibratable: raw)"),
+                     "cov": _ci(m["coverage_90"]), "width": m["width_90"], "crps": sc["crps"],
+                     "energy": sc["energy"], "mse": m["mse"]})
+    return Table(rows, {"method": "method", "cov": "90 % coverage", "width": "mean width of the 90 % interval",
+                        "crps": "CRPS", "energy": "energy score", "mse": "MSE of the mean"},
+                 {"width": fmt(".3f"), "crps": fmt(".4f"), "energy": fmt(".2f"), "mse": fmt(".2e")})
 
 
 def posterior_shift_table(result: dict) -> Table:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .calibration import Conformal, apply_conformal, detected_counts, scaled_interval
+from .calibration import Conformal, apply_conformal, detected_counts, nearest_k, scaled_interval
 from .detect import evaluate_kdes
 from .diffusion import SAMPLERS, condition, sample, schedule, step_path
 from .models.deepstorm import DeepSTORM
@@ -112,6 +112,13 @@ def _default_calibration(sampler, overrides) -> tuple[str, dict, dict | None]:
     return sampler, overrides, stored if fits else None
 
 
+def stored_conformal(stored: dict, n_samples: int) -> Conformal:
+    """The stored calibration fitted with the K nearest to n_samples (`nearest_k`): the stored
+    one holds a `Conformal` per K, fitted on the first K of the same calibration samples."""
+    by_k = stored["conformal"]
+    return Conformal.from_dict(by_k[str(nearest_k(by_k, n_samples))])
+
+
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | None = None, *,
                     calibrate: bool | Conformal | None = None, seed: int = 0, batch_size: int | None = None,
                     progress: bool = True, shape=(20, 20), keep_path: bool = False, **overrides) -> SampleResult:
@@ -127,8 +134,9 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     calibrate: None applies the conformal calibration stored with the bundled weights when
     both networks are the bundled ones and the sampler is the one it was fitted with (else the
     samples stay raw); True requires it; False keeps the raw samples; a `Conformal` applies that
-    one. A calibrated result's samples are spread about their mean by λ (at CALIBRATED_LEVEL,
-    per class of emitters detected in ŷ), so .std() is the calibrated std; .raw() undoes it
+    one. The stored one is the `Conformal` fitted with the number of samples nearest
+    n_samples (`stored_conformal`). A calibrated result's samples are spread about their mean by
+    λ (at CALIBRATED_LEVEL, per class of emitters detected in ŷ), so .std() is the calibrated std; .raw() undoes it
     and .interval(level) uses the calibrated λ of each level.
     Returns a SampleResult: .samples (F, K, uH, uW), .mean(), .var(), .std(), .yhat.
     """
@@ -147,7 +155,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     elif calibrate is False:
         conformal = None
     elif calibrate in (None, True):
-        conformal = Conformal.from_dict(stored["conformal"]) if stored else None
+        conformal = stored_conformal(stored, n_samples) if stored else None
         if calibrate is True and conformal is None:
             raise ValueError("no stored calibration fits this call: it needs the bundled networks (psi and phi "
                              "left None) and the sampler the calibration was fitted with; pass a Conformal "
