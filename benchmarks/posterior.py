@@ -52,15 +52,18 @@ CANDIDATES = {
 STD_BAND = (0.9, 1.1)  # the issue's band for the isolated total-std ratio
 
 
-def candidate_rows(args) -> dict:
+def candidate_rows(args, candidates=None, seeds=None) -> dict:
+    """Each candidate (label -> (weights, sampler, overrides)) on isolated frames against β = 1
+    MCMC and on dense frames against the truth (validation seeds unless told)."""
     phi = pretrained.load("deepstorm_quick")
-    seeds = SEEDS["validation"]
+    candidates = CANDIDATES if candidates is None else candidates
+    seeds = SEEDS["validation"] if seeds is None else seeds
     sim_iso, ref = ub.isolated_reference(args.isolated, seeds["isolated"], args.mcmc_iters, args.threads)
     dense = ualm.simulate_batch(args.dense, training_sim_config(), generator=ualm.make_generator(seeds["dense"]),
                                 dtype=torch.float32)
     yhat_mse = float(((phi.predict(dense["x"]) - dense["y"]) ** 2).mean())
     rows = {}
-    for label, (weights, sampler, over) in CANDIDATES.items():
+    for label, (weights, sampler, over) in candidates.items():
         psi = pretrained.load(weights)
         iso = uncertainty_map(sim_iso["x"], psi, phi, args.samples_isolated, sampler, seed=1, progress=False, **over)
         t0 = time.perf_counter()
@@ -101,6 +104,47 @@ def validate(args) -> int:
                "candidates": rows, "rule": choose.__doc__.strip(), "choice": choice,
                "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
     common.save("posterior_validation", payload, args.out)
+    return 0
+
+
+# Ψ conditioned on ŷ against Ψ conditioned on ŷ and the frame, both on the schedule that reaches
+# noise, so that neither chain starts at ŷ and the condition has to carry the answer
+FRAME_PAIR = {"Ψ_v(ŷ), DDIM 20, η = 1": ("diffusion_v", "ddim", {"steps": 20}),
+              "Ψ_v(ŷ, x), DDIM 20, η = 1": ("diffusion_frame_v", "ddim", {"steps": 20})}
+
+
+def condition_use(weights: str, n: int = 64, seed: int = 11) -> dict:
+    """How much the network leans on each condition channel at t = T, where y_t holds no trace
+    of y_0 (γ_T ≈ 0) and the answer comes from the condition alone: its loss (eq. 9, v-target)
+    on held-out pairs with the right condition, and with one channel taken from another frame
+    (rolled by one in the batch)."""
+    from ualm.diffusion import condition, diffusion_loss, schedule
+    net = pretrained.load(weights).eval()
+    cfg = pretrained.manifest(weights)["model_config"]
+    names = tuple(cfg["cond"])
+    sim = ualm.simulate_batch(n, training_sim_config(), generator=ualm.make_generator(seed), dtype=torch.float32)
+    c = condition(pretrained.load("deepstorm_quick"), sim["x"], names)
+    sched = schedule(cfg["schedule"])
+    batch = {"y": sim["y"], "t": torch.full((n,), sched.T - 1, dtype=torch.long),
+             "eps": torch.randn(sim["y"].shape, generator=ualm.make_generator(seed + 1))}
+    swaps = [("right condition", c)]
+    swaps += [(f"{name} from another frame", torch.cat([c[:, :i], c.roll(1, 0)[:, i:i + 1], c[:, i + 1:]], 1))
+              for i, name in enumerate(names)]
+    with torch.no_grad():
+        return {label: float(diffusion_loss(net, {**batch, "cond": cc}, sched)) for label, cc in swaps}
+
+
+def frame(args) -> int:
+    """Ψ_v(ŷ) against Ψ_v(ŷ, x) on the held-out seeds (no choice is made here)."""
+    rows = candidate_rows(args, FRAME_PAIR, SEEDS["test"])
+    for row in rows.values():
+        row["loss_at_T"] = condition_use(row["weights"])
+        print(row["weights"], "loss at t = T:", row["loss_at_T"], flush=True)
+    payload = {"protocol": {"isolated": args.isolated, "dense": args.dense, "samples_isolated": args.samples_isolated,
+                            "samples": args.samples, "mcmc_iters": args.mcmc_iters, "seeds": SEEDS["test"]},
+               "weights_sha256": {w: pretrained.manifest(w)["sha256"] for w in {r["weights"] for r in rows.values()}},
+               "candidates": rows, "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
+    common.save("posterior_frame", payload, args.out)
     return 0
 
 
@@ -319,8 +363,8 @@ BLUR_PX = 2.0  # KDE px: the heuristic's spread is ŷ blurred by a Gaussian of t
 
 
 def blurred_yhat_samples(yhat: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """A spread with no learning: K draws of ŷ + g ⊙ ξ, ξ ~ N(0, 1) per pixel, g = ŷ blurred by a
-    Gaussian of BLUR_PX (wide where ŷ has mass, zero far from it). Its width is set by the
+    """A spread with no learning: K draws of ŷ + g ⊙ ξ, ξ ~ N(0, 1) per pixel centred over the K
+    draws, g = ŷ blurred by a Gaussian of BLUR_PX (wide where ŷ has mass, zero far from it). Its width is set by the
     conformal scale, like every other method's."""
     r = int(3 * BLUR_PX)
     u = torch.arange(-r, r + 1, dtype=yhat.dtype)
@@ -329,6 +373,7 @@ def blurred_yhat_samples(yhat: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     spread = torch.nn.functional.conv2d(yhat[:, None], (g1[:, None] * g1[None, :])[None, None], padding=r)[:, 0]
     gen = ualm.make_generator(seed)
     xi = torch.randn((yhat.shape[0], k, *yhat.shape[1:]), generator=gen, dtype=yhat.dtype)
+    xi = xi - xi.mean(1, keepdim=True)  # the samples' mean is ŷ itself, not ŷ plus noise
     return yhat[:, None] + spread.clamp(min=0)[:, None] * xi
 
 
@@ -359,7 +404,31 @@ def scores(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict:
     crps = sr.crps_ensemble(obs, np.moveaxis(fc, 1, -1), m_axis=-1, estimator="fair")
     f, k = fc.shape[:2]
     es = sr.es_ensemble(obs.reshape(f, -1), fc.reshape(f, k, -1), m_axis=-2, v_axis=-1, estimator="fair")
-    return {"crps": float(crps[mask.numpy()].mean()), "energy": float(np.mean(es))}
+    m = mask.numpy()
+    return {"crps": float(crps[m].mean()), "energy": float(np.mean(es)),
+            # per frame, for paired comparisons between methods on the same frames
+            "crps_sum_per_frame": [float(v) for v in (crps * m).sum((1, 2))],
+            "energy_per_frame": [float(v) for v in es]}
+
+
+def width_at_level(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, level: float = 0.9) -> dict:
+    """Sharpness at exactly equal coverage: the one factor on the raw interval (found by bisection
+    on these very frames) whose pooled coverage is `level`, and the mean width it gives. Fitted on
+    the frames it scores, so it flatters every method alike; NaN where no factor reaches it."""
+    yy = y.double()
+
+    def cover(lam):
+        lo, hi = cal.scaled_interval(raw, level, torch.full((raw.shape[0],), lam, dtype=torch.double))
+        return float(((yy >= lo) & (yy <= hi))[mask].double().mean()), float((hi - lo)[mask].mean())
+
+    a, b = 0.0, 1.0
+    while cover(b)[0] < level:
+        b *= 2
+        if b > 1e4:
+            return {"scale": float("nan"), "width": float("nan")}
+    for _ in range(40):
+        a, b = (a, (a + b) / 2) if cover((a + b) / 2)[0] >= level else ((a + b) / 2, b)
+    return {"scale": b, "width": cover(b)[1]}
 
 
 def compare(args) -> int:
@@ -396,22 +465,22 @@ def compare(args) -> int:
             conf = None
             row["not_calibrated"] = str(err)
         raw = method_samples(name, "test", t["sim"]["x"], t["yhat"], k, nets).double().cpu()
-        y, mask = t["sim"]["y"].double(), t["mask"]
-        lam = conf.scale(t["counts"], 0.9) if conf is not None else None
-        lo, hi = cal.scaled_interval(raw, 0.9, lam)
-        inside, total = ((y >= lo) & (y <= hi) & mask).sum((1, 2)).numpy(), mask.sum((1, 2)).numpy()
-        row.update(samples=int(raw.shape[1]), coverage_90=boot(inside, total), width_90=float((hi - lo)[mask].mean()),
-                   zero_spread=float((raw.std(1)[mask] == 0).double().mean()), raw=scores(raw, y, mask),
-                   mse=float(((raw.mean(1) - y) ** 2).mean()))
-        row["calibrated"] = scores(apply_scale(raw, lam), y, mask) if lam is not None else None
-        row["spread_skill"] = spread_skill(raw, y, mask, lam)
+        row.update(scored(raw, t, conf))
         row["seconds"] = time.perf_counter() - t0
         rows[name] = row
-        sc = row["calibrated"] or row["raw"]
-        print(f"{name}: {'calibrated' if conf else 'NOT calibrated'} cov90 {row['coverage_90']['value']:.3f} "
-              f"width {row['width_90']:.4f} CRPS {sc['crps']:.4f} ES {sc['energy']:.3f} MSE {row['mse']:.2e}",
-              flush=True)
-    out = {"weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
+        report(name, row)
+    # A control for the spread alone: the heuristic's spread about the diffusion's own mean, so
+    # that a better mean cannot pass for a better spread. Its scale is fitted on the test frames
+    # themselves (one class), which can only flatter it.
+    t = data["test"]
+    mean_d = method_samples(COMPARED[0], "test", t["sim"]["x"], t["yhat"], k, nets).mean(1)
+    ctrl = blurred_yhat_samples(mean_d.float(), k, seed=2).double()
+    y = t["sim"]["y"].double()
+    conf = cal.fit_conformal(ctrl, y, significant_pixels(y, ctrl.mean(1)), t["counts"], levels=(0.9,),
+                             classes=((0, None),))
+    rows[CONTROL] = {"scales_90": [conf.scales[0][0]], "classes": [[0, None]], **scored(ctrl, t, conf)}
+    report(CONTROL, rows[CONTROL])
+    out = {"weights_sha256": {w: pretrained.manifest(w)["sha256"] for w in [DEFAULT_PSI, *nets]},
            "protocol": {"calibration_frames": len(calib["x"]), "test_frames": len(test_["x"]), "samples": k,
                         "mask": "scored on significant_pixels(y, ŷ), the same pixels for every method; calibrated on significant_pixels(y, the method's own mean)",
                         "seeds": {"calibration": SEEDS["calibration"], "test": SEEDS["test"]["dense"]},
@@ -420,6 +489,28 @@ def compare(args) -> int:
            "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
     common.save("posterior_compare", out, args.out)
     return 0
+
+
+CONTROL = f"blurred spread (σ = {BLUR_PX:g} px) about the diffusion's mean, scaled on the test frames"
+
+
+def scored(raw: torch.Tensor, t: dict, conf) -> dict:
+    """The scores of raw samples (F, K, H, W) on the test frames t, calibrated by conf (None: raw)."""
+    y, mask = t["sim"]["y"].double(), t["mask"]
+    lam = conf.scale(t["counts"], 0.9) if conf is not None else None
+    lo, hi = cal.scaled_interval(raw, 0.9, lam)
+    inside, total = ((y >= lo) & (y <= hi) & mask).sum((1, 2)).numpy(), mask.sum((1, 2)).numpy()
+    return {"samples": int(raw.shape[1]), "coverage_90": boot(inside, total), "width_90": float((hi - lo)[mask].mean()),
+            "zero_spread": float((raw.std(1)[mask] == 0).double().mean()), "raw": scores(raw, y, mask),
+            "mse": float(((raw.mean(1) - y) ** 2).mean()),
+            "calibrated": scores(apply_scale(raw, lam), y, mask) if lam is not None else None,
+            "spread_skill": spread_skill(raw, y, mask, lam), "at_exactly_90": width_at_level(raw, y, mask)}
+
+
+def report(name: str, row: dict) -> None:
+    sc = row["calibrated"] or row["raw"]
+    print(f"{name}: {'calibrated' if row['calibrated'] else 'NOT calibrated'} cov90 {row['coverage_90']['value']:.3f} "
+          f"width {row['width_90']:.4f} CRPS {sc['crps']:.4f} ES {sc['energy']:.3f} MSE {row['mse']:.2e}", flush=True)
 
 
 def spread_skill(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam=None, bins: int = 10) -> dict:
@@ -442,9 +533,9 @@ def apply_scale(raw: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare"])
+    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame"])
     ap.add_argument("--isolated", type=int, default=16)
-    ap.add_argument("--dense", type=int, default=None, help="dense frames (validate 32, test 100)")
+    ap.add_argument("--dense", type=int, default=None, help="dense frames (validate and frame 32, test and compare 100)")
     ap.add_argument("--samples-isolated", type=int, default=None, help="validate 16, test 32")
     ap.add_argument("--samples", type=int, default=None, help="samples per frame (validate 8, test 32: the default map)")
     ap.add_argument("--samples-small", type=int, default=8, help="test: also scored with the first K samples")
@@ -457,12 +548,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dense is None:
-        args.dense = 100 if args.what == "test" else 32  # the test split is scored on more frames
+        args.dense = 100 if args.what in ("test", "compare") else 32  # the test split is scored on more frames
     if args.samples is None:
         args.samples = 32 if args.what in ("test", "compare") else 8
     if args.samples_isolated is None:
         args.samples_isolated = 32 if args.what == "test" else 16
-    return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare}[args.what](args)
+    return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare,
+            "frame": frame}[args.what](args)
 
 
 if __name__ == "__main__":
