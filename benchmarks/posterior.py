@@ -1,13 +1,17 @@
-"""The posterior sampler of issue 16, chosen, calibrated and scored on three disjoint splits.
+"""The default uncertainty map of issue 16 (Ψ_v and a fast sampler whose intervals are
+calibrated), chosen, calibrated and scored on three disjoint splits.
 
     python benchmarks/posterior.py validate    # candidates on validation frames -> the choice
     python benchmarks/posterior.py calibrate   # conformal scales on calibration frames -> manifest
     python benchmarks/posterior.py test        # the choice, raw and calibrated, on held-out frames
     python benchmarks/posterior.py compare     # every method calibrated alike: width, CRPS, energy
+    python benchmarks/posterior.py condition   # how much each bundled Ψ leans on its condition at t = T
+    python benchmarks/posterior.py frame       # Ψ_v(ŷ) against Ψ_v(ŷ, x) (needs diffusion_frame_v)
 
 Splits (seeds below; none is the training stream, its validation batches or chapter 5/6's):
 validation (isolated + dense frames) picks the sampler, calibration (dense frames) fits the
-conformal scales, test (the held-out seeds of benchmarks/uncertainty.py) only scores. Isolated
+conformal scales (dense frames and sparse ones with 1–3 emitters), test (the held-out seeds of
+benchmarks/uncertainty.py) only scores. Isolated
 frames: one emitter, i0 = 200, reference MCMC at β = 1 with x, y, photons and background
 sampled (`uncertainty.isolated_reference`). Dense frames: the training distribution (1–20
 emitters, i0 in [100, 400]); coverage over the significant pixels.
@@ -114,10 +118,11 @@ FRAME_PAIR = {"Ψ_v(ŷ), DDIM 20, η = 1": ("diffusion_v", "ddim", {"steps": 20}
 
 
 def condition_use(weights: str, n: int = 64, seed: int = 11) -> dict:
-    """How much the network leans on each condition channel at t = T, where y_t holds no trace
-    of y_0 (γ_T ≈ 0) and the answer comes from the condition alone: its loss (eq. 9, v-target)
-    on held-out pairs with the right condition, and with one channel taken from another frame
-    (rolled by one in the batch)."""
+    """How much the network leans on each condition channel at t = T: its training loss (eq. 9,
+    with its own target, ε or v) on held-out pairs with the right condition, and with one channel
+    taken from another frame (rolled by one in the batch). On a schedule that reaches noise
+    (γ_T ≈ 0) y_T holds no trace of y_0 and the answer comes from the condition alone; on the
+    paper's (γ_T ≈ 0.60) y_T still holds most of y_0, and the condition only helps."""
     from ualm.diffusion import condition, diffusion_loss, schedule
     net = pretrained.load(weights).eval()
     cfg = pretrained.manifest(weights)["model_config"]
@@ -132,6 +137,21 @@ def condition_use(weights: str, n: int = 64, seed: int = 11) -> dict:
               for i, name in enumerate(names)]
     with torch.no_grad():
         return {label: float(diffusion_loss(net, {**batch, "cond": cc}, sched)) for label, cc in swaps}
+
+
+CONDITIONED = ("diffusion_v", "diffusion_quick", "diffusion_frame_quick")
+
+
+def condition(args) -> int:
+    """condition_use for each bundled Ψ (chapter 6 quotes it)."""
+    rows = {w: condition_use(w) for w in CONDITIONED}
+    for w, r in rows.items():
+        print(w, r, flush=True)
+    payload = {"weights_sha256": {w: pretrained.manifest(w)["sha256"] for w in CONDITIONED},
+               "protocol": {"frames": 64, "seed": 11, "t": "T (the last step)", "swap": "roll by one in the batch"},
+               "loss_at_T": rows, "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
+    common.save("posterior_condition", payload, args.out)
+    return 0
 
 
 def frame(args) -> int:
@@ -533,7 +553,7 @@ def apply_scale(raw: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame"])
+    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition"])
     ap.add_argument("--isolated", type=int, default=16)
     ap.add_argument("--dense", type=int, default=None, help="dense frames (validate and frame 32, test and compare 100)")
     ap.add_argument("--samples-isolated", type=int, default=None, help="validate 16, test 32")
@@ -554,7 +574,7 @@ def main(argv=None) -> int:
     if args.samples_isolated is None:
         args.samples_isolated = 32 if args.what == "test" else 16
     return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare,
-            "frame": frame}[args.what](args)
+            "frame": frame, "condition": condition}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -259,8 +259,9 @@ SAMPLERS = {
     # DDIM from the guided start, in `steps` jumps: each jump replaces y_0 by its mean, so the
     # spread shrinks (with the exact ε̂: 0.72 on the paper's schedule, 0.83 on the cosine one at
     # 10 steps, 0.91 at 20; worse where the posterior is narrow, 0.65 at 20 steps for a spread
-    # a tenth of the signal's). Not a posterior sampler, so not in POSTERIOR_SAMPLERS: it needs
-    # ≥ 50 steps to pass the oracle test. On the cosine schedule the start at T is N(0, I) up
+    # a tenth of the signal's). Not a posterior sampler, so not in POSTERIOR_SAMPLERS: at s = 1
+    # it needs ≥ 50 steps to pass the oracle test, and at s = 0.1 it fails even at 100 (0.87,
+    # benchmarks/results/oracle_spread.json). On the cosine schedule the start at T is N(0, I) up
     # to γ_T ≈ 0. With steps=20 and Ψ_v it is uncertainty_map's default as a fast *calibrated
     # interval*: on validation frames the trained network's own errors widened it to 0.99 × the
     # MCMC posterior's std, where the full ancestral chain gave 1.48 ×

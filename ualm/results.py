@@ -78,7 +78,7 @@ BENCHMARKS = {
                                  "python benchmarks/diffusion.py --weights diffusion_frame_quick "
                                  "--out benchmarks/results/diffusion_frame.json", ("diffusion_frame_quick",)),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
-    "posterior_test": Benchmark("The calibrated posterior sampler, on held-out frames", "6",
+    "posterior_test": Benchmark("The default uncertainty map, calibrated, on held-out frames", "6",
                                 "python benchmarks/posterior.py test", ("diffusion_v",)),
     "posterior_compare": Benchmark("Sharpness at equal coverage: every method calibrated the same way", "6",
                                    "python benchmarks/posterior.py compare",
