@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,17 @@ def test_tiny_uncertainty_result():
     emitters = markdown_table(*R.uncertainty_emitter_table(r)).splitlines()
     assert emitters[2] == "| MC dropout (φ, p = 0.1) | 7 | 0.200 | 0.100 | 0.080 | 1.25 | 2.00 |"
     assert R.uncertainty_reliability_series(r) == {"MC dropout (φ, p = 0.1)": ([0.5, 0.9], [0.4, 0.8])}
+
+
+def test_chapter_times_table_shows_a_missing_time_as_a_dash():
+    t = R.chapter_times_table({"chapters": [{"chapter": "a", "seconds": 12.0}, {"chapter": "b", "seconds": None}]})
+    text = markdown_table(*t)
+    assert "| a | 12 | 0.2 |" in text and "| b | — | — |" in text
+
+
+def test_a_pipe_in_a_cell_does_not_split_it():
+    text = markdown_table([{"what": "mean |z|", "v": 1}], {"what": "a|b", "v": "v"})
+    head, _, row = text.splitlines()
+    split = lambda line: [c for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # noqa: E731
+    assert len(split(head)) == len(split(row)) == 2
+    assert split(row)[0].strip() == r"mean \|z\|"

@@ -537,7 +537,7 @@ def posterior_summary_table(result: dict) -> Table:
         {"what": "isolated: the same, calibrated", "value": _iqr(iso["calibrated"]["std_ratio"])},
         {"what": "isolated: std-map correlation with MCMC, median [IQR]", "value": _iqr(iso["raw"]["corr"], ".3f")},
         {"what": "dense: MSE of the sample mean / MSE of ŷ", "value": f"{dense['mse'] / dense['yhat_mse']:.3f}"},
-        {"what": f"dense: mean |z|, raw / calibrated / a perfect sampler at K = {dense['samples']}",
+        {"what": f"dense: mean abs(z), raw / calibrated / a perfect sampler at K = {dense['samples']}",
          "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / {dense['mean_abs_z_ideal']:.2f}"},
         {"what": "dense: calibrated 90 % coverage near true emitters that the mean misses / elsewhere",
          "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
@@ -565,7 +565,7 @@ def posterior_compare_table(result: dict) -> Table:
                         "exact": "mean width at exactly 90 %", "crps": "CRPS", "energy": "energy score",
                         "mse": "MSE of the mean"},
                  {"width": fmt(".3f"), "exact": fmt(".3f"), "crps": fmt(".4f"), "energy": fmt(".2f"),
-                  "mse": fmt(".2e")})
+                  "mse": fmt(".4f")})
 
 
 def posterior_shift_table(result: dict) -> Table:
@@ -594,7 +594,7 @@ def chapter_times_table(result: dict) -> Table:
              "minutes": (r["seconds"] / 60 if isinstance(r.get("seconds"), (int, float)) else None)}
             for r in _need(result, "chapters")]
     return Table(rows, {"chapter": "chapter", "seconds": "seconds", "minutes": "minutes"},
-                 {"seconds": ".0f", "minutes": ".1f"})
+                 {"seconds": fmt(".0f"), "minutes": fmt(".1f")})
 
 
 def chapter_estimates_table(result: dict) -> Table:

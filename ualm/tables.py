@@ -12,6 +12,11 @@ __all__ = ["markdown_table"]
 
 
 def _cell(value, fmt) -> str:
+    # a "|" inside a cell would end it and shift the row ("mean |z|"): escape it
+    return _text(value, fmt).replace("|", "\\|")
+
+
+def _text(value, fmt) -> str:
     if callable(fmt):
         return str(fmt(value))
     if fmt is not None:
@@ -41,6 +46,7 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     missing = [k for k in columns if any(k not in r for r in rows)]
     if missing:
         raise KeyError(f"rows lack the columns {missing}")
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(str(h).replace("|", "\\|") for h in columns.values()) + " |",
+             "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r[k], formats.get(k)) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
