@@ -42,7 +42,7 @@ from ualm.models import DeepSTORM, DeepSTORMConfig  # noqa: E402
 def load_model(checkpoint=None):
     if checkpoint is None:
         return pretrained.load_deepstorm("deepstorm_quick", device="cpu"), "bundled deepstorm_quick"
-    from ualm.train import load_checkpoint
+    from ualm.checkpoints import load_checkpoint
     st = load_checkpoint(checkpoint)
     model = DeepSTORM(DeepSTORMConfig.from_dict(st["extra"]["model_config"]))
     model.load_state_dict(st["model"])

@@ -125,15 +125,6 @@ def test_paper_defaults_in_one_place():
     assert ualm.PIXEL_NM == 108.0 and ualm.KDE_PIXEL_NM == 27.0
 
 
-def test_moved_names_stay_importable():
-    from ualm import diagnostics, likelihood, mcmc
-    assert mcmc.rhat is diagnostics.rhat and mcmc.ess is diagnostics.ess
-    assert mcmc.autocorrelation is diagnostics.autocorrelation
-    assert mcmc.EmitterLikelihood is likelihood.EmitterLikelihood
-    assert ualm.fisher.param_names is likelihood.param_names
-    assert ualm.camera.make_generator is seeding.make_generator
-
-
 def _copy_bundled(tmp_path, name="deepstorm_quick"):
     for f in (f"{name}.pt", f"{name}.json"):
         shutil.copy(pretrained.HERE / f, tmp_path / f)

@@ -10,7 +10,8 @@ import torch
 
 import ualm
 from ualm.models import DeepSTORM, deepstorm_loss
-from ualm.train import CheckpointError, SimSource, TrainConfig, load_checkpoint, save_checkpoint, train
+from ualm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ualm.train import SimSource, TrainConfig, train
 
 TINY = dict(width=4, hr_width=2, dilations=(1, 2))
 CFG = TrainConfig(steps=4, batch_size=2, lr=1e-2, warmup=1, val_every=2, val_batches=1,

@@ -18,9 +18,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .camera import PAPER_CAMERA, Camera  # noqa: E402
 from .defaults import KDE_PIXEL_NM, PIXEL_NM
 from .device import pick_device, pick_profile
-from .fisher import crlb, fisher_information, mortensen_std, param_names
-from .likelihood import nll_poisson, nll_poisson_gaussian
-from .mcmc import MCMCResult, ess, rhat, sample_posterior
+from .fisher import crlb, fisher_information, mortensen_std
+from .likelihood import nll_poisson, nll_poisson_gaussian, param_names
+from .diagnostics import ess, rhat
+from .mcmc import MCMCResult, sample_posterior
 from .mle import FitResult, fit_mle
 from .posterior import kde_moments
 from .psf import expected_frame, expected_frame_jacobian, pixel_integral

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
-from .seeding import make_generator  # noqa: F401  (ualm.camera.make_generator, as before)
 
 _NAMES = ("gain", "offset", "read_var")
 

@@ -10,7 +10,7 @@ exported, and it refuses non-finite weights or optimizer state even when the che
 (a run that diverged). A checkpoint of an older ualm, written without a checksum, loads with a
 warning after the finiteness check.
 
-`ualm.train` re-exports these names, so `from ualm.train import load_checkpoint` keeps working.
+`ualm.train` uses them; import them from here.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 and Mortensen's closed form for comparison.
 
 Parameters are ordered emitter by emitter, (x, y) or (x, y, photons), then one shared
-background if asked for: see `param_names`.
+background if asked for: see `ualm.likelihood.param_names`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from . import checks
 from .camera import Camera
 from .defaults import I0, SHAPE, SIGMA_X
-from .likelihood import PARAMS, check_params, param_names  # noqa: F401  (ualm.fisher.param_names)
+from .likelihood import PARAMS, check_params
 from .psf import _expected_frame, _prepare, expected_frame_jacobian
 
 

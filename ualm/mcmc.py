@@ -10,8 +10,7 @@ posterior's (design notes, "Known flaws" 1). Use β = 1 and a tuned proposal (`a
   posterior (x, y per emitter, optionally photons and a shared background) of camera frames,
   with the likelihood `ualm.likelihood.EmitterLikelihood`.
 - `MCMCResult` (module `ualm.mcmc_result`): the kept draws and their summaries; the
-  diagnostics `rhat`, `ess`, `autocorrelation` (module `ualm.diagnostics`). Both importable
-  from here.
+  diagnostics `rhat`, `ess`, `autocorrelation` are in `ualm.diagnostics`.
 
 Shapes: a run over frames (B, H, W) with C chains keeps samples (B, C, D, P) (draws D,
 parameters P); a single frame (H, W) gives (C, D, P). All arithmetic stays on the device of the
@@ -27,9 +26,7 @@ import torch
 from . import checks
 from .camera import PAPER_CAMERA, Camera
 from .defaults import I0, SIGMA_X
-from .diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains  # noqa: F401
 from .fisher import fisher_information
-from .likelihood import PARAMS as EMITTER_PARAMS  # noqa: F401
 from .likelihood import EmitterLikelihood
 from .mcmc_result import MCMCResult
 from .mle import fit_mle

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .camera import Camera, make_generator
+from .camera import Camera
+from .seeding import make_generator
 from .defaults import I0, PIXEL_NM, SIGMA_X
 from .detect import LocalizationMetrics, evaluate_kdes, oracle_kdes
 from .fisher import crlb

@@ -47,15 +47,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-# the checkpoint names live in ualm.checkpoints and stay importable from here
-from .checkpoints import (CHECKPOINT_NAME, FORMAT, STOP_SIGNALS, CheckpointError,  # noqa: F401
-                          StopSignals, TrainingInterrupted, load_checkpoint, save_checkpoint,
-                          state_digest, verify_checkpoint)
+from .checkpoints import (CHECKPOINT_NAME, FORMAT, CheckpointError, StopSignals, TrainingInterrupted,
+                          load_checkpoint, save_checkpoint)
 from .seeding import DATA, MODEL, step_generator, step_seed
 from .simulate import SimConfig, simulate_batch
 from .progress import show_progress
 
-_FORMAT = FORMAT  # kept for older callers
 _CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
 # TrainConfig fields that must agree between a checkpoint and the run resuming from it (the
 # logging/checkpointing cadences may change; a different `steps` changes the LR schedule).
@@ -312,7 +309,7 @@ def _train(model, loss_fn, data, config, out, *, val_data, device, resume, progr
         if ckpt_path is None or rank != 0:
             return None
         return save_checkpoint(ckpt_path, {
-            "format": _FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "step": step, "config": asdict(config),
             "extra": extra or {}, "history": history, "world_size": world,

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from .. import PIXEL_NM, plotting
-from ..camera import Camera, make_generator
+from ..camera import Camera
+from ..seeding import make_generator
 from ..defaults import I0, SHAPE, SIGMA_X, SIGMA_Y
 from ..fisher import crlb
 from ..protocols import mle_vs_crlb

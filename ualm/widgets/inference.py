@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from .. import PIXEL_NM, detect, mcmc, plotting, posterior
-from ..camera import Camera, make_generator
+from ..camera import Camera
+from ..seeding import make_generator
 from ..defaults import COUNT, I0, SHAPE, SIGMA_X, SIGMA_Y
 from ..fisher import crlb
 from ..psf import expected_frame
