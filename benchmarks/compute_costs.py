@@ -131,7 +131,8 @@ def measure(net, dev, eval_batch, slow) -> dict:
         model = fn = None
         try:
             model = copy.deepcopy(net["model"]).to(dev).train()
-            out["train"][label] = timed(train_step(model, net["loss"], net["batch"](net["train"].batch_size, dev), dtype))
+            batch = net["batch"](net["train"].batch_size, dev)
+            out["train"][label] = timed(train_step(model, net["loss"], batch, dtype))
             fn = net["evaluate"](model.eval(), eval_batch, dev)
             with torch.no_grad(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out["eval"][label] = timed(fn) / eval_batch
@@ -215,7 +216,8 @@ def table(rows, budget_minutes):
     print(f"{'net':4s} {'profile':7s} {'params':>7s} {'batch':>5s} {'steps':>6s} {'GF/step':>8s} {'GF/eval':>8s} "
           f"{'cpu s/step':>10s} {'cpu s/eval':>10s} {'cpu GF/s':>8s}  " + "  ".join(f"{g:>14s}" for g in GPUS))
     for r in rows:
-        est = "  ".join(f"{r['estimates'][g + '/amp']['est_full_run_minutes']:6.1f}m/{r['estimates'][g + '/amp']['est_steps_in_budget']:<7d}"
+        est = "  ".join(f"{r['estimates'][g + '/amp']['est_full_run_minutes']:6.1f}m/"
+                        f"{r['estimates'][g + '/amp']['est_steps_in_budget']:<7d}"
                         for g in GPUS)
         print(f"{r['network']:4s} {r['profile']:7s} {r['params'] / 1e6:6.2f}M {r['batch_size']:5d} {r['steps']:6d} "
               f"{r['train_flops'] / 1e9:8.1f} {r['sample_flops'] / 1e9:8.3f} {fmt(r['cpu_s_per_train_step']):>10s} "
@@ -247,12 +249,14 @@ def main(argv=None):
     print(f"Conv2d check: FlopCounterMode {check['counted']} vs 2·Cin·Cout·k²·H·W·B {check['closed_form']}")
     common.save("compute_costs", {
         "efficiency": args.efficiency, "budget_minutes": args.budget_minutes, "gpus": GPUS,
-        "gpu_source": GPU_SOURCE, "conv_check": check, "load_average_start": load0, "runtime_s": time.perf_counter() - t0,
+        "gpu_source": GPU_SOURCE, "conv_check": check, "load_average_start": load0,
+        "runtime_s": time.perf_counter() - t0,
         "notes": ["FLOPs from torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions and "
                   "attention (on the CPU SDPA runs as bmm and is counted), forward and backward; "
                   "elementwise ops (norms, activations, optimizer) are not counted",
                   "train_flops: one step (forward + backward of the loss) at the profile's batch, "
-                  "counted at batch 1 and multiplied (verified exact at the full batch for the networks under 1 TFLOP per step)",
+                  "counted at batch 1 and multiplied (verified exact at the full batch for the networks under "
+                  "1 TFLOP per step)",
                   "sample_flops and *_s_per_sample_eval: one network evaluation of one sampling chain "
                   "(φ: one frame); CPU timings at 32 chains per call, CUDA at 512",
                   "estimates: FLOPs / (peak x efficiency), network only (no batch simulation), "

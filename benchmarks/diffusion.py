@@ -127,7 +127,8 @@ def main(argv=None) -> int:
         path = Path(args.out) if args.out else common.RESULTS / "diffusion.json"
         old = json.loads(path.read_text()) if path.exists() else {}
         same = (old.get("weights_sha256") == info["sha256"] and old.get("protocol", {}).get("frames") == args.frames
-                and old["protocol"].get("samples") == args.samples and old["protocol"].get("slow_samples") == args.slow_samples)
+                and old["protocol"].get("samples") == args.samples
+                and old["protocol"].get("slow_samples") == args.slow_samples)
         if same:
             fresh = {r["method"] for r in rows}
             rows = [rows[0]] + [r for r in old["fidelity"][1:] if r["method"] not in fresh] + rows[1:]

@@ -30,7 +30,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rows = []
-    print(f"{'dev':5s} {'i0':>6s} {'bg':>4s} {'RMSE nm':>8s} {'CRLB nm':>8s} {'ratio x':>8s} {'ratio y':>8s} {'fits/s':>9s}")
+    print(f"{'dev':5s} {'i0':>6s} {'bg':>4s} {'RMSE nm':>8s} {'CRLB nm':>8s} {'ratio x':>8s} {'ratio y':>8s} "
+          f"{'fits/s':>9s}")
     for device in common.devices():
         for bg in (0.0, 10.0):
             for i0 in (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0):

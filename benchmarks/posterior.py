@@ -82,8 +82,9 @@ def candidate_rows(args, candidates=None, seeds=None) -> dict:
                        "yhat_mse": yhat_mse, "seconds_per_frame": sec / args.dense,
                        "seconds_per_frame_k32": sec / args.dense * 32 / args.samples}
         r = rows[label]
-        print(f"{label}: std ratio {r['isolated']['std_ratio']['median']:.3f} corr {r['isolated']['corr']['median']:.3f}"
-              f"  cov90 {c.at(0.9):.3f}  MSE/ŷ {r['mse'] / yhat_mse:.3f}  {r['seconds_per_frame_k32']:.1f} s/frame at K=32",
+        print(f"{label}: std ratio {r['isolated']['std_ratio']['median']:.3f} "
+              f"corr {r['isolated']['corr']['median']:.3f}  cov90 {c.at(0.9):.3f}  MSE/ŷ {r['mse'] / yhat_mse:.3f}  "
+              f"{r['seconds_per_frame_k32']:.1f} s/frame at K=32",
               flush=True)
     return rows
 
@@ -331,7 +332,8 @@ def test(args) -> int:
     confs = stored_conformals()
     k = args.samples
     out = {"sampler": sampler, "overrides": over, "weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
-           "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": k, "samples_small": args.samples_small,
+           "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": k,
+                        "samples_small": args.samples_small,
                         "samples_isolated": args.samples_isolated, "seeds": SEEDS["test"], "shift_frames": args.shift}}
     seeds = SEEDS["test"]
     # isolated emitters against β = 1 MCMC, raw and calibrated (the default map, as a user gets it)
@@ -502,7 +504,8 @@ def compare(args) -> int:
     report(CONTROL, rows[CONTROL])
     out = {"weights_sha256": {w: pretrained.manifest(w)["sha256"] for w in [DEFAULT_PSI, *nets]},
            "protocol": {"calibration_frames": len(calib["x"]), "test_frames": len(test_["x"]), "samples": k,
-                        "mask": "scored on significant_pixels(y, ŷ), the same pixels for every method; calibrated on significant_pixels(y, the method's own mean)",
+                        "mask": "scored on significant_pixels(y, ŷ), the same pixels for every method; "
+                                "calibrated on significant_pixels(y, the method's own mean)",
                         "seeds": {"calibration": SEEDS["calibration"], "test": SEEDS["test"]["dense"]},
                         "scoring": "scoringrules crps_ensemble / es_ensemble, estimator='fair'"},
            "methods": rows, "rule": compare.__doc__.strip(),
@@ -555,9 +558,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition"])
     ap.add_argument("--isolated", type=int, default=16)
-    ap.add_argument("--dense", type=int, default=None, help="dense frames (validate and frame 32, test and compare 100)")
+    ap.add_argument("--dense", type=int, default=None,
+                    help="dense frames (validate and frame 32, test and compare 100)")
     ap.add_argument("--samples-isolated", type=int, default=None, help="validate 16, test 32")
-    ap.add_argument("--samples", type=int, default=None, help="samples per frame (validate 8, test 32: the default map)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="samples per frame (validate 8, test and compare 32: the default map)")
     ap.add_argument("--samples-small", type=int, default=8, help="test: also scored with the first K samples")
     ap.add_argument("--mcmc-iters", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=2)

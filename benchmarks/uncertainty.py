@@ -248,7 +248,8 @@ def main(argv=None) -> int:
         print(f"== {name}: isolated {n_iso} frames K={k_iso}, dense {n_den} frames K={k_den}")
         res = run_method(kind, ws, label, sim_iso["x"][:n_iso], k_iso, 1, cache)
         sub = {k: v[:n_iso] for k, v in ref.items() if isinstance(v, torch.Tensor)}
-        row["isolated"] = {"frames": n_iso, "samples": res.samples.shape[1], **isolated_scores(res.mean(), res.var(), sub)}
+        row["isolated"] = {"frames": n_iso, "samples": res.samples.shape[1],
+                           **isolated_scores(res.mean(), res.var(), sub)}
         t0 = time.perf_counter()
         res = run_method(kind, ws, label, dense["x"][:n_den], k_den, 2, cache)
         sec = time.perf_counter() - t0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ualm
-from ualm import diagnostics, mcmc
+from ualm import diagnostics
 from ualm.models import DeepSTORM
 
 

@@ -118,7 +118,8 @@ def pages(server, browser):
     for doc in PAGES:
         logs = load(browser, page_url(server, doc))
         info = browser.execute_script(r"""
-            const main = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+            const main = document.querySelector('article.bd-article') || document.querySelector('main')
+                         || document.body;
             const text = main.innerText;
             const raw = text.split('\n').filter(l => /^\s*\|.*\|\s*$/.test(l) && /\|\s*:?-{3,}/.test(l));
             // An equation may be wider than the column only inside a box that scrolls

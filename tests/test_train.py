@@ -64,7 +64,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         for name, t in v.items():
             assert torch.equal(t, b["optimizer"]["state"][k][name]), (k, name)
     assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == n
-    hist = lambda ck: [(h["step"], h["loss"], h.get("val_loss")) for h in ck["history"]]
+    def hist(ck):
+        return [(h["step"], h["loss"], h.get("val_loss")) for h in ck["history"]]
     assert hist(a) == hist(b)
     # the log mirrors the history: no duplicated steps after the resume
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]

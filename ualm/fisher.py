@@ -13,7 +13,7 @@ import torch
 from . import checks
 from .camera import Camera
 from .defaults import I0, SHAPE, SIGMA_X
-from .likelihood import PARAMS, check_params
+from .likelihood import check_params
 from .psf import _expected_frame, _prepare, expected_frame_jacobian
 
 

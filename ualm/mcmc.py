@@ -305,9 +305,10 @@ def sample_posterior(x, camera: Camera = PAPER_CAMERA, *, n_emitters: int = 1, p
     Start: `init` (P,), (B, P) — jittered per chain — or (B, C, P) (a single frame: (P,) or
     (C, P)), else the MLE (`fit_mle`, one emitter); a given start outside the support is
     refused (ValueError), never moved. The jitter is `init_scale` times the Laplace std, so
-    that chains start over-dispersed, as R-hat needs (jittered points are kept in the frame). Computes in `dtype` (float64) on
-    the device of x; seeded by `generator` or `seed`; `num_threads` as in `rwmh`. Returns an
-    `MCMCResult` with samples (B, C, D, P), or (C, D, P) for a single frame.
+    that chains start over-dispersed, as R-hat needs (jittered points are kept in the frame).
+    Computes in `dtype` (float64) on the device of x; seeded by `generator` or `seed`;
+    `num_threads` as in `rwmh`. Returns an `MCMCResult` with samples (B, C, D, P), or (C, D, P)
+    for a single frame.
     """
     xt = checks.as_tensor(x, "x")
     single = xt.ndim == 2

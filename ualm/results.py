@@ -538,7 +538,8 @@ def posterior_summary_table(result: dict) -> Table:
         {"what": "isolated: std-map correlation with MCMC, median [IQR]", "value": _iqr(iso["raw"]["corr"], ".3f")},
         {"what": "dense: MSE of the sample mean / MSE of ŷ", "value": f"{dense['mse'] / dense['yhat_mse']:.3f}"},
         {"what": f"dense: mean abs(z), raw / calibrated / a perfect sampler at K = {dense['samples']}",
-         "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / {dense['mean_abs_z_ideal']:.2f}"},
+         "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / "
+                  f"{dense['mean_abs_z_ideal']:.2f}"},
         {"what": "dense: calibrated 90 % coverage near true emitters that the mean misses / elsewhere",
          "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
         {"what": "dense: share of the uncovered pixels near missed emitters",

@@ -39,8 +39,9 @@ BRIGHT_PHOTONS = 1e4
 @dataclass(frozen=True)
 class DeepSTORMConfig:
     """Architecture of φ. width: channels of the 20×20 and 40×40 layers; hr_width: channels of
-    the 80×80 layers (they dominate the cost; None means width // 2). dropout: probability of the Dropout2d layers placed
-    after the context module and after each refinement block (0 disables them)."""
+    the 80×80 layers (they dominate the cost; None means width // 2). dropout: probability of the
+    Dropout2d layers placed after the context module and after each refinement block (0 disables
+    them)."""
 
     width: int = 32
     hr_width: int | None = None
