@@ -41,7 +41,7 @@ from ualm import pretrained  # noqa: E402
 from ualm.defaults import UPSAMPLE  # noqa: E402
 from ualm.models.deepstorm import training_sim_config  # noqa: E402
 from ualm.uncertainty import (DEFAULT_PSI, ensemble_map, mc_dropout_map, significant_pixels,  # noqa: E402
-                              uncertainty_map)
+                              stored_conformal, uncertainty_map)
 
 SEEDS = {"validation": {"isolated": 20261205, "dense": 20261206},
          "calibration": {"dense": 20261207, "sparse": 20261208},
@@ -320,16 +320,16 @@ def test_split(args) -> dict:
     return out
 
 
-def stored_conformals() -> dict:
+def stored_calibration() -> dict:
     stored = pretrained.stored_calibration(DEFAULT_PSI)
     if stored is None:
         raise SystemExit("no stored calibration: run python benchmarks/posterior.py calibrate first")
-    return {int(k): cal.Conformal.from_dict(v) for k, v in stored["conformal"].items()}
+    return stored
 
 
 def test(args) -> int:
     sampler, over = chosen()
-    confs = stored_conformals()
+    stored = stored_calibration()
     k = args.samples
     out = {"sampler": sampler, "overrides": over, "weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
            "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": k,
@@ -345,7 +345,6 @@ def test(args) -> int:
     print("isolated std ratio raw", out["isolated"]["raw"]["std_ratio"], "calibrated",
           out["isolated"]["calibrated"]["std_ratio"], "corr", out["isolated"]["raw"]["corr"], flush=True)
     # one calibrated map of one frame, timed as a user would call it
-    phi = pretrained.load("deepstorm_quick")
     split = test_split(args)
     dense = split["dense"]
     t0 = time.perf_counter()
@@ -355,11 +354,11 @@ def test(args) -> int:
     got = cached_samples("test", dense["x"], k, 2, sampler, over)
     counts = cal.detected_counts(got["yhat"])
     yhat_mse = float(((got["yhat"] - dense["y"]) ** 2).mean())
-    out["dense"] = {**coverage_table(got["samples"], counts, dense, confs[cal.nearest_k(confs, k)]),
+    out["dense"] = {**coverage_table(got["samples"], counts, dense, stored_conformal(stored, k)),
                     "mse": float(((got["samples"].mean(1) - dense["y"]) ** 2).mean()), "yhat_mse": yhat_mse,
                     "seconds_per_frame": got["seconds"] / args.dense}
     ks = args.samples_small
-    out["dense_small"] = coverage_table(got["samples"][:, :ks], counts, dense, confs[cal.nearest_k(confs, ks)],
+    out["dense_small"] = coverage_table(got["samples"][:, :ks], counts, dense, stored_conformal(stored, ks),
                                         misses=False)
     print("dense", {kk: out["dense"][kk] for kk in ("raw", "calibrated", "mse", "yhat_mse")}, flush=True)
     print(f"K={ks}", out["dense_small"]["calibrated"], flush=True)
@@ -368,11 +367,11 @@ def test(args) -> int:
     for label in SHIFTS:
         sim = split[label]
         g = cached_samples(f"shift{list(SHIFTS).index(label)}", sim["x"], k, 5, sampler, over)
-        t = coverage_table(g["samples"], cal.detected_counts(g["yhat"]), sim, confs[cal.nearest_k(confs, k)],
+        t = coverage_table(g["samples"], cal.detected_counts(g["yhat"]), sim, stored_conformal(stored, k),
                            misses=False)
         out["shift"][label] = {"raw_90": t["raw"]["0.9"], "calibrated_90": t["calibrated"]["0.9"],
                                "mse": float(((g["samples"].mean(1) - sim["y"]) ** 2).mean()),
-                               "yhat_mse": float(((phi.predict(sim["x"]) - sim["y"]) ** 2).mean())}
+                               "yhat_mse": float(((g["yhat"] - sim["y"]) ** 2).mean())}
         print(label, out["shift"][label], flush=True)
     out["command"] = shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])
     common.save("posterior_test", out, args.out)
@@ -388,11 +387,9 @@ def blurred_yhat_samples(yhat: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """A spread with no learning: K draws of ŷ + g ⊙ ξ, ξ ~ N(0, 1) per pixel centred over the K
     draws, g = ŷ blurred by a Gaussian of BLUR_PX (wide where ŷ has mass, zero far from it). Its width is set by the
     conformal scale, like every other method's."""
-    r = int(3 * BLUR_PX)
-    u = torch.arange(-r, r + 1, dtype=yhat.dtype)
-    g1 = torch.exp(-u ** 2 / (2 * BLUR_PX ** 2))
-    g1 = g1 / g1.sum()
-    spread = torch.nn.functional.conv2d(yhat[:, None], (g1[:, None] * g1[None, :])[None, None], padding=r)[:, 0]
+    from scipy.ndimage import gaussian_filter
+    spread = torch.from_numpy(gaussian_filter(yhat.detach().cpu().numpy(), sigma=(0, BLUR_PX, BLUR_PX),
+                                              mode="constant", truncate=3.0)).to(yhat.dtype)
     gen = ualm.make_generator(seed)
     xi = torch.randn((yhat.shape[0], k, *yhat.shape[1:]), generator=gen, dtype=yhat.dtype)
     xi = xi - xi.mean(1, keepdim=True)  # the samples' mean is ŷ itself, not ŷ plus noise
@@ -476,7 +473,7 @@ def compare(args) -> int:
         row = {}
         try:
             if name.startswith("diffusion"):  # its stored calibration, fitted exactly this way by `calibrate`
-                conf = stored_conformals()[cal.nearest_k(stored_conformals(), k)]
+                conf = stored_conformal(stored_calibration(), k)
             else:
                 s = method_samples(name, "calibration", c["sim"]["x"], c["yhat"], k, nets)
                 conf = cal.fit_conformal(s, c["sim"]["y"], significant_pixels(c["sim"]["y"], s.mean(1)), c["counts"],
@@ -526,7 +523,7 @@ def scored(raw: torch.Tensor, t: dict, conf) -> dict:
     return {"samples": int(raw.shape[1]), "coverage_90": boot(inside, total), "width_90": float((hi - lo)[mask].mean()),
             "zero_spread": float((raw.std(1)[mask] == 0).double().mean()), "raw": scores(raw, y, mask),
             "mse": float(((raw.mean(1) - y) ** 2).mean()),
-            "calibrated": scores(apply_scale(raw, lam), y, mask) if lam is not None else None,
+            "calibrated": scores(cal.apply_conformal(raw, conf, t["counts"]), y, mask) if conf is not None else None,
             "spread_skill": spread_skill(raw, y, mask, lam), "at_exactly_90": width_at_level(raw, y, mask)}
 
 
@@ -546,12 +543,6 @@ def spread_skill(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam=Non
     parts = torch.tensor_split(order, bins)
     return {"std": [float(sd[i].pow(2).mean().sqrt()) for i in parts],
             "rmse": [float(err[i].pow(2).mean().sqrt()) for i in parts], "pixels": [int(len(i)) for i in parts]}
-
-
-def apply_scale(raw: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Samples spread about their mean by λ per frame (as `ualm.calibration.apply_conformal`)."""
-    mean = raw.mean(1, keepdim=True)
-    return mean + lam.to(raw.dtype)[:, None, None, None] * (raw - mean)
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,6 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     missing = [k for k in columns if any(k not in r for r in rows)]
     if missing:
         raise KeyError(f"rows lack the columns {missing}")
-    lines = ["| " + " | ".join(str(h).replace("|", "\\|") for h in columns.values()) + " |",
-             "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_cell(str(h), None) for h in columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r[k], formats.get(k)) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
