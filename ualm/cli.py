@@ -1,6 +1,7 @@
 """Command line: `python -m ualm train deepstorm --profile quick|full --out DIR` (console script
-`ualm`). Training resumes from DIR/checkpoint.pt when it exists; `--export NAME` writes bundled
-weights (NAME.pt + NAME.json) from the final checkpoint. Under `torchrun` it trains with
+`ualm`); `python -m ualm simulate movie --out DIR` writes a simulated acquisition (ualm.movie).
+Training resumes from DIR/checkpoint.pt when it exists; `--export NAME` writes bundled weights
+(NAME.pt + NAME.json) from the final checkpoint. Under `torchrun` it trains with
 DistributedDataParallel. Ctrl-C or SIGTERM write a checkpoint before the program exits (status
 128 + signal number); run the same command again to resume.
 
@@ -109,6 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--export", metavar="NAME", help="write bundled weights NAME.pt/.json when done")
     t.add_argument("--export-dir", default=None, help="where --export writes (default: ualm/pretrained)")
     t.add_argument("--export-dtype", choices=["float32", "float16"], default="float32")
+    s = sub.add_parser("simulate", help="write a simulated acquisition with its ground truth")
+    s.add_argument("what", choices=["movie"],
+                   help="movie: blinking emitters on a structure, an sCMOS camera with per-pixel maps, "
+                        "dark and flat-field stacks (multi-page TIFF) and the truth (truth.npz, truth.json)")
+    s.add_argument("--out", required=True, help="directory for movie.tif, dark.tif, flat_<level>.tif, truth.*")
+    s.add_argument("--frames", type=_int_at_least(1), default=2000)
+    s.add_argument("--size", type=_int_at_least(8), default=64, help="frame height and width, px")
+    s.add_argument("--structure", choices=["filaments", "rings"], default="filaments")
+    s.add_argument("--dark-frames", type=_int_at_least(2), default=1000)
+    s.add_argument("--flat-frames", type=_int_at_least(2), default=500,
+                   help="frames per flat-field level (20, 50, 100, 200, 400 photons/px)")
+    s.add_argument("--seed", type=_int_at_least(0), default=0)
+    s.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("export", help="turn a training checkpoint into bundled weights")
     e.add_argument("checkpoint")
     e.add_argument("name")
@@ -135,7 +149,27 @@ def main(argv=None) -> int:
         parser.exit(2, f"ualm: error: {err}\n")
 
 
+def _simulate(args) -> int:
+    from . import movie
+    from .seeding import make_generator
+
+    gen = make_generator(args.seed)
+    cfg = movie.MovieConfig(shape=(args.size, args.size), frames=args.frames, structure=args.structure,
+                            dark_frames=args.dark_frames)
+    m = movie.simulate_movie(cfg, generator=gen, progress=not args.no_progress)
+    paths = movie.save_movie(m, args.out)
+    levels = (20.0, 50.0, 100.0, 200.0, 400.0)
+    for level, stack in zip(levels, movie.flat_stacks(m.camera, levels, args.flat_frames, generator=gen)):
+        paths[f"flat_{level:g}"] = movie.write_tiff(Path(args.out) / f"flat_{level:03.0f}.tif", stack,
+                                                    cfg.pixel_nm, camera="simulated sCMOS", flat=True)
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def _run(args, argv, parser) -> int:
+    if args.command == "simulate":
+        return _simulate(args)
     if args.command == "export":
         path = export_weights(args.checkpoint, args.name, args.export_dir,
                               dtype=getattr(torch, args.export_dtype))
