@@ -1,0 +1,95 @@
+"""A movie to a localization table (ualm.localize) and the table to Picasso and ThunderSTORM
+files (ualm.export)."""
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ualm import PAPER_CAMERA, make_generator, movie
+from ualm.export import picasso_locs, read_picasso, read_thunderstorm, write_picasso, write_thunderstorm
+from ualm.localize import COLUMNS, localize, to_reference
+
+
+def test_to_reference_maps_photons_onto_the_training_camera():
+    cam = movie.scmos_camera((6, 5), generator=make_generator(0))
+    photons = torch.rand(2, 6, 5, dtype=torch.float64) * 50
+    adu = cam.gain * photons + cam.offset
+    ref = to_reference(adu, cam)
+    torch.testing.assert_close(ref.double(), PAPER_CAMERA.gain * photons + PAPER_CAMERA.offset, rtol=0, atol=1e-4)
+    torch.testing.assert_close(to_reference(adu, cam, background=3.0).double(), ref.double() - 3.0, rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def sparse_movie():
+    cfg = movie.MovieConfig(shape=(32, 32), frames=40, p_on=0.005, n_structures=2, length=25.0, background=2.0,
+                            dark_frames=2)
+    return movie.simulate_movie(cfg, generator=make_generator(11))
+
+
+def test_localize_finds_the_emitters_and_reports_the_crlb(sparse_movie):
+    m = sparse_movie
+    table = localize(m.frames, m.camera, progress=False, batch=10)
+    assert set(table) == set(COLUMNS)
+    keep = table["p_value"] < 1e-3
+    matched, errors = 0, []
+    for f in range(m.frames.shape[0]):
+        sel = m.events["frame"] == f
+        truth = np.stack((m.events["x"][sel], m.events["y"][sel]), 1)
+        k = keep & (table["frame"] == f)
+        found = np.stack((table["x"][k], table["y"][k]), 1)
+        if not len(truth) or not len(found):
+            continue
+        d = np.linalg.norm(found[:, None] - truth[None], axis=-1)
+        r, c = linear_sum_assignment(d)
+        ok = d[r, c] < 1.0
+        matched += ok.sum()
+        errors += list(d[r, c][ok])
+    n_true = len(m.events["frame"])
+    assert n_true > 30 and matched >= 0.85 * n_true  # 48 of 51 when written
+    assert matched >= 0.9 * keep.sum()  # few false positives (48 of 49)
+    # positions within a few CRLBs: typical lpx ~ 0.1 px at these photon counts
+    assert np.median(errors) < 0.25
+    assert np.all(table["lpx"][keep] > 0) and np.all(table["frame"] < m.frames.shape[0])
+
+
+def test_localize_refuses_a_bad_box(sparse_movie):
+    with pytest.raises(ValueError, match="box"):
+        localize(sparse_movie.frames[:2], sparse_movie.camera, box=4, progress=False)
+
+
+def table_of(n=5, seed=0):
+    g = np.random.default_rng(seed)
+    return {"frame": g.integers(0, 10, n), "x": g.uniform(0, 30, n), "y": g.uniform(0, 20, n),
+            "photons": g.uniform(100, 400, n), "bg": g.uniform(0, 5, n), "sx": np.full(n, 0.92),
+            "sy": np.full(n, 0.92), "lpx": g.uniform(0.05, 0.2, n), "lpy": g.uniform(0.05, 0.2, n),
+            "lp_psi": g.uniform(0.05, 0.2, n)}
+
+
+def test_picasso_files_round_trip(tmp_path):
+    t = table_of()
+    h5, yml = write_picasso(tmp_path / "locs", t, width=32, height=24, frames=10, pixel_nm=108.0, extra=("lp_psi",))
+    assert h5.suffix == ".hdf5" and yml.is_file()
+    locs, info = read_picasso(h5)
+    order = np.argsort(t["frame"], kind="stable")
+    assert locs.dtype["frame"] == np.uint32 and locs.dtype["x"] == np.float32
+    np.testing.assert_allclose(locs["x"], t["x"][order], rtol=1e-6)
+    np.testing.assert_allclose(locs["lp_psi"], t["lp_psi"][order], rtol=1e-6)
+    assert info[0]["Width"] == 32 and info[0]["Height"] == 24 and info[0]["Frames"] == 10
+    assert info[0]["Pixelsize"] == 108.0
+    with pytest.raises(ValueError, match="lacks"):
+        picasso_locs({"frame": [0], "x": [1.0]})
+
+
+def test_thunderstorm_csv_round_trip(tmp_path):
+    t = table_of(seed=1)
+    path = write_thunderstorm(tmp_path / "locs.csv", t, pixel_nm=100.0)
+    head = path.read_text().splitlines()[0]
+    assert head.startswith("id,frame,x [nm],y [nm]")
+    back = read_thunderstorm(path, 100.0)
+    order = np.argsort(t["frame"], kind="stable")
+    np.testing.assert_allclose(back["x"], t["x"][order], atol=1e-4)
+    np.testing.assert_array_equal(back["frame"], t["frame"][order])
+    np.testing.assert_allclose(back["lp"], (t["lpx"] + t["lpy"])[order] / 2, atol=1e-4)
+    bad = dict(t, x=t["x"][:2])
+    with pytest.raises(ValueError, match="length"):
+        write_thunderstorm(tmp_path / "bad.csv", bad, 100.0)
