@@ -26,9 +26,13 @@ def sparse_movie():
     return movie.simulate_movie(cfg, generator=make_generator(11))
 
 
-def test_localize_finds_the_emitters_and_reports_the_crlb(sparse_movie):
-    m = sparse_movie
-    table = localize(m.frames, m.camera, progress=False, batch=10)
+@pytest.fixture(scope="module")
+def sparse_table(sparse_movie):
+    return localize(sparse_movie.frames, sparse_movie.camera, progress=False, batch=10)
+
+
+def test_localize_finds_the_emitters_and_reports_the_crlb(sparse_movie, sparse_table):
+    m, table = sparse_movie, sparse_table
     assert set(table) == set(COLUMNS)
     keep = table["p_value"] < 1e-3
     matched, errors = 0, []
@@ -93,3 +97,25 @@ def test_thunderstorm_csv_round_trip(tmp_path):
     bad = dict(t, x=t["x"][:2])
     with pytest.raises(ValueError, match="length"):
         write_thunderstorm(tmp_path / "bad.csv", bad, 100.0)
+
+
+def test_psi_on_tiles_and_per_localization(sparse_movie, sparse_table):
+    """Ψ on a frame larger than its patches, and σ per localization from its samples. A frame of
+    exactly one tile gives uncertainty_map's own moments (same seed)."""
+    from ualm.localize import diffusion_sigma
+    from ualm.uncertainty import tiled_map, uncertainty_map
+
+    ref = to_reference(sparse_movie.frames[:1], sparse_movie.camera)
+    one = ref[:, 6:26, 6:26]
+    fast = {"n_samples": 2, "progress": False, "steps": 3}  # a cheap sampler: the plumbing, not the answer
+    mean, var = tiled_map(one, **fast)
+    res = uncertainty_map(one, **fast)
+    torch.testing.assert_close(mean.float(), res.mean().float())
+    torch.testing.assert_close(var.float(), res.var().float())
+    mean, var = tiled_map(ref[0, :24, :28], **fast)
+    assert mean.shape == (96, 112) and torch.isfinite(var).all() and (var >= 0).all()
+    table = sparse_table
+    keep = np.flatnonzero(table["p_value"] < 1e-3)[:2]
+    sigma = diffusion_sigma(to_reference(sparse_movie.frames, sparse_movie.camera),
+                            {k: v[keep] for k, v in table.items()}, n_samples=4, progress=False, steps=3)
+    assert sigma.shape == (2,) and np.all((sigma > 0) & (sigma < 1))

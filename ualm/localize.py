@@ -86,3 +86,34 @@ def localize(frames, camera: Camera = PAPER_CAMERA, phi=None, *, threshold: floa
     if not parts:
         return {c: np.zeros(0) for c in COLUMNS}
     return {c: np.concatenate([p[c] for p in parts]) for c in COLUMNS}
+
+
+def diffusion_sigma(frames_ref, table: dict, n_samples: int = 16, *, tile: int = 20, seed: int = 0,
+                    batch: int = 16, progress: bool = True, **kwargs) -> np.ndarray:
+    """Per-localization σ (px) from Ψ: for each row of `table`, the tile × tile window of its
+    frame (in the reference camera's units, `to_reference`) centred on it, K samples of the
+    default (calibrated) map, and the spread of the sample peaks nearest to it
+    (`calibration.position_spread`), averaged over x and y. NaN where fewer than 2 samples show
+    the emitter. Cost: one Ψ map per localization, so use it on a region or a GPU."""
+    from .calibration import position_spread
+    from .uncertainty import uncertainty_map
+
+    x = torch.as_tensor(frames_ref)
+    n = len(table["x"])
+    out = np.full(n, np.nan)
+    if not n:
+        return out
+    crops, origin = _boxes(x, np.asarray(table["frame"]), np.stack((table["x"], table["y"]), 1), tile)
+    for s in tqdm(range(0, n, batch), progress=progress, desc="Ψ per localization", unit="batch"):
+        res = uncertainty_map(crops[s:s + batch], n_samples=n_samples, seed=seed + s, progress=False,
+                              shape=(tile, tile), **kwargs)
+        mean, samples = res.mean(), res.samples
+        for i in range(len(mean)):
+            pos, spread, _ = position_spread(mean[i].cpu(), samples[i].cpu())
+            if not len(pos):
+                continue
+            local = np.array([table["x"][s + i] - origin[s + i, 0], table["y"][s + i] - origin[s + i, 1]])
+            j = np.linalg.norm(pos - local, axis=1).argmin()
+            if np.linalg.norm(pos[j] - local) <= 1.0:
+                out[s + i] = float(np.mean(spread[j]))
+    return out

@@ -193,6 +193,24 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     return SampleResult(samples=samples, yhat=yhat, info=info, path=path, conformal=conformal, counts=counts)
 
 
+def tiled_map(frames, n_samples: int = 32, *, tile: int = 20, overlap: int = 4, seed: int = 0, batch: int = 16,
+              progress: bool = True, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """`uncertainty_map` on frames larger than the networks' patches (F, H, W) or (H, W), in the
+    networks' camera units (`ualm.localize.to_reference`): overlapping tiles stitched by
+    `ualm.tiles.tiled_moments`. Returns the mean and variance maps (F, uH, uW). Each batch of
+    tiles draws its chains from seed + its first tile's index, so no two tiles share noise."""
+    from .tiles import tiled_moments
+
+    done = [0]
+
+    def fn(tiles):
+        res = uncertainty_map(tiles, n_samples=n_samples, seed=seed + done[0], progress=False,
+                              shape=(tile, tile), **kwargs)
+        done[0] += len(tiles)
+        return res.mean(), res.var()
+    return tiled_moments(frames, fn, tile=tile, overlap=overlap, batch=batch, progress=progress)
+
+
 # ----------------------------------------------------------------------------- baselines
 
 def _phi_list(phis) -> list:
