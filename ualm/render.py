@@ -59,8 +59,9 @@ def frc(a, b, pixel_nm: float = 1.0, threshold: float = FRC_THRESHOLD) -> dict:
     k = np.arange(n) - n // 2
     ring = np.rint(np.hypot(*np.meshgrid(k, k))).astype(int).ravel()
     keep = ring < n // 2
-    num = np.bincount(ring[keep], (fa * fb.conj()).real.ravel()[keep])
-    den = np.sqrt(np.bincount(ring[keep], (abs(fa) ** 2).ravel()[keep]) * np.bincount(ring[keep], (abs(fb) ** 2).ravel()[keep]))
+    rings = lambda v: np.bincount(ring[keep], v.ravel()[keep])  # noqa: E731  sum over each ring
+    num = rings((fa * fb.conj()).real)
+    den = np.sqrt(rings(abs(fa) ** 2) * rings(abs(fb) ** 2))
     curve = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
     freq = np.arange(len(curve)) / (n * pixel_nm)
     below = np.flatnonzero(curve[1:] < threshold)
