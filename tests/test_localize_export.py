@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ualm import PAPER_CAMERA, make_generator, movie
 from ualm.export import picasso_locs, read_picasso, read_thunderstorm, write_picasso, write_thunderstorm
-from ualm.localize import COLUMNS, localize, to_reference
+from ualm.localize import COLUMNS, localize, score_table, to_reference
 
 
 def test_to_reference_maps_photons_onto_the_training_camera():
@@ -119,3 +119,14 @@ def test_psi_on_tiles_and_per_localization(sparse_movie, sparse_table):
     sigma = diffusion_sigma(to_reference(sparse_movie.frames, sparse_movie.camera),
                             {k: v[keep] for k, v in table.items()}, n_samples=4, progress=False, steps=3)
     assert sigma.shape == (2,) and np.all((sigma > 0) & (sigma < 1))
+
+
+def test_score_table_counts_matches_within_the_tolerance():
+    events = {"frame": np.array([0, 0, 1]), "x": np.array([1.0, 5.0, 2.0]), "y": np.array([1.0, 5.0, 2.0])}
+    table = {"frame": np.array([0, 0, 1, 1]), "x": np.array([1.2, 9.0, 2.0, 2.3]), "y": np.array([1.0, 9.0, 2.1, 2.0])}
+    s = score_table(table, events, tolerance_px=1.0)
+    assert (s["n_matched"], s["n_found"], s["n_true"]) == (2, 4, 3)
+    assert s["recall"] == 2 / 3 and s["precision"] == 0.5 and s["jaccard"] == 2 / 5
+    assert abs(s["rmse_px"] - np.sqrt((0.2 ** 2 + 0.1 ** 2) / 2)) < 1e-12
+    assert sorted(s["events"]) == [0, 2]
+    assert score_table(table, events, keep=[True, False, False, False])["precision"] == 1.0

@@ -117,3 +117,33 @@ def diffusion_sigma(frames_ref, table: dict, n_samples: int = 16, *, tile: int =
             if np.linalg.norm(pos[j] - local) <= 1.0:
                 out[s + i] = float(np.mean(spread[j]))
     return out
+
+
+def score_table(table: dict, events: dict, tolerance_px: float = 1.0, keep=None) -> dict:
+    """A localization table against the true events (`ualm.movie.Movie.events`), frame by frame:
+    one-to-one matches within `tolerance_px` (`detect.match`). Returns recall, precision,
+    Jaccard, RMSE (px) of the matched positions, the counts, and the matched pairs' row indices
+    ('rows' into the table, 'events' into the events). `keep` (bool per row) filters the table."""
+    from .detect import match
+
+    keep = np.ones(len(table["x"]), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    rows, evs, dist = [], [], []
+    found_xy = np.stack((table["x"], table["y"]), 1)
+    true_xy = np.stack((events["x"], events["y"]), 1)
+    frames = np.union1d(np.asarray(table["frame"])[keep], events["frame"]).astype(int)
+    by_frame_t = {f: np.flatnonzero(keep & (np.asarray(table["frame"]) == f)) for f in frames}
+    by_frame_e = {f: np.flatnonzero(events["frame"] == f) for f in frames}
+    for f in frames:
+        r, e = by_frame_t[f], by_frame_e[f]
+        ip, it, d = match(found_xy[r], true_xy[e], tolerance=tolerance_px, upsample=1)
+        rows.append(r[ip])
+        evs.append(e[it])
+        dist.append(d)
+    rows, evs, dist = (np.concatenate(v) if v else np.zeros(0) for v in (rows, evs, dist))
+    n_found, n_true, tp = int(keep.sum()), len(events["x"]), len(rows)
+    return {"recall": tp / n_true if n_true else float("nan"),
+            "precision": tp / n_found if n_found else float("nan"),
+            "jaccard": tp / (n_found + n_true - tp) if n_found + n_true - tp else float("nan"),
+            "rmse_px": float(np.sqrt(np.mean(dist ** 2))) if tp else float("nan"),
+            "n_found": n_found, "n_true": n_true, "n_matched": tp,
+            "rows": rows.astype(int), "events": evs.astype(int)}
