@@ -130,3 +130,15 @@ def test_score_table_counts_matches_within_the_tolerance():
     assert abs(s["rmse_px"] - np.sqrt((0.2 ** 2 + 0.1 ** 2) / 2)) < 1e-12
     assert sorted(s["events"]) == [0, 2]
     assert score_table(table, events, keep=[True, False, False, False])["precision"] == 1.0
+
+
+def test_the_median_background_keeps_phi_from_seeing_emitters_in_it():
+    """φ was trained without background: on 10 photons/px it finds many false emitters unless the
+    per-pixel median is taken off first (the default)."""
+    cfg = movie.MovieConfig(shape=(32, 32), frames=30, background=10.0, n_structures=2, length=25.0, dark_frames=2)
+    m = movie.simulate_movie(cfg, generator=make_generator(12))
+    with_median = score_table(localize(m.frames, m.camera, progress=False), m.events)
+    without = score_table(localize(m.frames, m.camera, background=None, progress=False), m.events)
+    assert with_median["precision"] > 0.8 and without["precision"] < 0.6, (with_median, without)
+    with pytest.raises(ValueError, match="background"):
+        localize(m.frames[:2], m.camera, background="mean", progress=False)
