@@ -82,6 +82,9 @@ def test_picasso_files_round_trip(tmp_path):
     assert info[0]["Pixelsize"] == 108.0
     with pytest.raises(ValueError, match="lacks"):
         picasso_locs({"frame": [0], "x": [1.0]})
+    edge = dict(t, x=np.where(np.arange(len(t["x"])) == 0, -0.2, t["x"]))
+    with pytest.warns(UserWarning, match="1 of 5 localizations"):
+        write_picasso(tmp_path / "edge", edge, width=32, height=24, frames=10, pixel_nm=108.0)
 
 
 def test_thunderstorm_csv_round_trip(tmp_path):

@@ -137,7 +137,8 @@ def diffusion_sigma(frames_ref, table: dict, n_samples: int = 16, *, tile: int =
 def score_table(table: dict, events: dict, tolerance_px: float = 1.0, keep=None) -> dict:
     """A localization table against the true events (`ualm.movie.Movie.events`), frame by frame:
     one-to-one matches within `tolerance_px` (`detect.match`). Returns recall, precision,
-    Jaccard, RMSE (px) of the matched positions, the counts, and the matched pairs' row indices
+    Jaccard, the lateral RMSE (px; the rms 2-D distance, as `detect.localization_metrics` and
+    the SMLM challenge: √2 times a per-axis RMSE), the counts, and the matched pairs' row indices
     ('rows' into the table, 'events' into the events). `keep` (bool per row) filters the table."""
     from .detect import match
 
