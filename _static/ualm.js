@@ -4,3 +4,19 @@
 if (!document.documentElement.dataset.mode) {
   document.documentElement.dataset.mode = "auto";
 }
+
+// Both themes bind their sidebar handlers to the FIRST .primary-toggle / .secondary-toggle of the
+// page (document.querySelector), which is the button in pydata's navbar, hidden above; the
+// button the reader sees, in the book's header, had no handler and did nothing. Forward its
+// clicks to the bound one: on a wide screen the sidebar collapses, on a phone it opens.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const kind of [".primary-toggle", ".secondary-toggle"]) {
+    const [bound, ...others] = document.querySelectorAll(kind);
+    for (const button of others) {
+      button.addEventListener("click", (event) => {
+        event.preventDefault();
+        bound.click();
+      });
+    }
+  }
+});

@@ -234,3 +234,35 @@ def test_static_explorer_responds_to_a_slider(server, browser):
     """, slider)
     after = shown()
     assert len(after) == 1 and after != before, (before, after)
+
+
+@pytest.mark.parametrize("width", [400, WIDTH])
+def test_sidebar_toggles_work(server, browser, width):
+    """The visible hamburger opens the table of contents on a phone (in a dialog) and collapses
+    the sidebar on a laptop; the phone's "Contents" button opens the page's contents. Both themes
+    bind only the first toggle of the page, a hidden one (_static/ualm.js forwards the clicks)."""
+    try:
+        browser.set_window_size(width, 900)
+        browser.get(page_url(server, "book/01_image_formation"))
+        sidebar = browser.find_element(By.CSS_SELECTOR, "#pst-primary-sidebar")
+        toggle = [b for b in browser.find_elements(By.CSS_SELECTOR, ".primary-toggle") if b.is_displayed()]
+        assert len(toggle) == 1, "expected one visible sidebar toggle"
+        toggle[0].click()
+        if width < 992:  # the theme's breakpoint
+            assert browser.execute_script("return document.querySelector('#pst-primary-sidebar-modal').open")
+            links = browser.find_elements(By.CSS_SELECTOR, "#pst-primary-sidebar-modal a[href]")
+            assert sum(a.is_displayed() for a in links) >= len(CHAPTERS), "the table of contents is not shown"
+            browser.execute_script("document.querySelector('#pst-primary-sidebar-modal').close()")
+            contents = [b for b in browser.find_elements(By.CSS_SELECTOR, ".secondary-toggle") if b.is_displayed()]
+            assert contents, "no visible page-contents button"
+            contents[0].click()
+            assert browser.execute_script("return document.querySelector('#pst-secondary-sidebar-modal').open")
+        else:
+            assert "pst-sidebar-hidden" in sidebar.get_attribute("class") and not sidebar.is_displayed()
+            toggle[0].click()
+            assert sidebar.is_displayed()
+        searches = [e for e in browser.find_elements(By.CSS_SELECTOR, ".search-button-field, .search-button")
+                    if e.is_displayed()]
+        assert len(searches) <= 1, "a second search box is shown"
+    finally:
+        browser.set_window_size(WIDTH, 900)
