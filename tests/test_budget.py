@@ -10,7 +10,8 @@ import ualm
 from ualm import cli
 from ualm.checkpoints import load_checkpoint
 from ualm.models import DeepSTORM, deepstorm_loss
-from ualm.train import SimSource, TrainConfig, train
+from ualm.sources import SimSource
+from ualm.train import TrainConfig, train
 
 TINY = dict(width=4, hr_width=2, dilations=(1, 2))
 CFG = TrainConfig(steps=400, batch_size=2, lr=1e-2, warmup=1, val_every=1000, val_batches=1,

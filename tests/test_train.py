@@ -11,7 +11,8 @@ import torch
 import ualm
 from ualm.models import DeepSTORM, deepstorm_loss
 from ualm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from ualm.train import SimSource, TrainConfig, train
+from ualm.sources import SimSource
+from ualm.train import TrainConfig, train
 
 TINY = dict(width=4, hr_width=2, dilations=(1, 2))
 CFG = TrainConfig(steps=4, batch_size=2, lr=1e-2, warmup=1, val_every=2, val_batches=1,
@@ -161,7 +162,8 @@ DDP_SCRIPT = textwrap.dedent('''
     import os, sys, torch, ualm
     import torch.distributed as dist
     from ualm.models import DeepSTORM, deepstorm_loss
-    from ualm.train import SimSource, TrainConfig, train
+    from ualm.sources import SimSource
+    from ualm.train import TrainConfig, train
     torch.set_num_threads(1)
     torch.manual_seed(0)
     out = sys.argv[1]

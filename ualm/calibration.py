@@ -16,7 +16,7 @@ import torch
 from scipy.stats import t as student_t
 
 from .defaults import SIGMA_Y, UPSAMPLE
-from .detect import TOLERANCE_KDE_PX, _true_list, detect, match
+from .detect import TOLERANCE_KDE_PX, true_list, detect, match
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)  # nominal coverages reported in chapter 6
 KINDS = ("gaussian", "quantile")
@@ -234,7 +234,7 @@ def emitter_zscores(means, samples, theta, mask=None, sigma_y: float = SIGMA_Y,
     Returns arrays over the m matched emitters: 'error' (m, 2) detected − true in px, 'spread'
     (m, 2) in px, 'hits' (m,), 'frame' (m,) and 'emitter' (m,) (index among the frame's true
     emitters, mask applied); and 'z' (m', 2) for those with a finite, non-zero spread."""
-    truths = _true_list(theta, mask)
+    truths = true_list(theta, mask)
     parts = {k: [] for k in ("error", "spread", "hits", "frame", "emitter")}
     for f in range(len(truths)):
         pos, spread, h = position_spread(means[f], samples[f], sigma_y, tolerance, upsample)

@@ -150,7 +150,7 @@ def efficiency(jaccard: float, rmse_nm: float, alpha: float = 1.0) -> float:
     return float(100.0 - math.sqrt((100.0 - 100.0 * jaccard) ** 2 + (alpha * rmse_nm) ** 2))
 
 
-def _true_list(theta, mask):
+def true_list(theta, mask):
     th = theta.detach().cpu().double().numpy() if isinstance(theta, torch.Tensor) else np.asarray(theta, float)
     if th.ndim == 2:
         th = th[None]
@@ -206,7 +206,7 @@ def localization_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_K
     preds: list (one per frame) of (n_i, 2) detections in low-res px (output of `detect`).
     theta (B, N, 2), mask (B, N): truth. Returns `LocalizationMetrics`.
     """
-    trues = _true_list(theta, mask)
+    trues = true_list(theta, mask)
     if isinstance(preds, np.ndarray) and preds.ndim == 2:
         preds = [preds]
     if len(preds) != len(trues):
@@ -259,7 +259,7 @@ def nearest_match_metrics(preds, theta, mask=None, tolerance: float = TOLERANCE_
     positive when its nearest true emitter lies within `tolerance` KDE px, even if another
     detection already took that emitter; recall is TP / number of true emitters (it can
     exceed 1). Returns (precision, recall)."""
-    trues = _true_list(theta, mask)
+    trues = true_list(theta, mask)
     tol = tolerance / upsample
     tp = fp = 0
     for p, t in zip(preds, trues):

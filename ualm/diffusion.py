@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .seeding import CHAINS, NOISE, make_generator, step_generator, step_seed
-from .train import SimSource
+from .sources import SimSource
 from .progress import show_progress
 
 
@@ -417,7 +417,7 @@ class DiffusionSource:
     """Training pairs for Ψ, simulated on the fly: batch(step, rank, device) holds the true KDE
     y, the condition c from the frozen φ, and the step t and noise ε of eq. 9.
 
-    Frames come from `ualm.train.SimSource` (its seeded data stream); t and ε from a generator
+    Frames come from `ualm.sources.SimSource` (its seeded data stream); t and ε from a generator
     seeded with step_seed(seed, step, rank, NOISE). Every batch, validation included, is a
     pure function of (seed, step, rank)."""
 

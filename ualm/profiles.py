@@ -15,7 +15,8 @@ from .diffusion import DiffusionLoss, DiffusionSource, schedule
 from .models.deepstorm import DeepSTORM, DeepSTORMConfig, deepstorm_loss, training_sim_config
 from .models.unet import PRESETS, UNet, UNetConfig
 from .pretrained import load, load_deepstorm
-from .train import SimSource, TrainConfig, evaluate, train, validation_source
+from .sources import SimSource
+from .train import TrainConfig, evaluate, train, validation_source
 
 __all__ = ["deepstorm_settings", "train_deepstorm", "diffusion_settings", "train_diffusion",
            "smoke", "runs_dir", "validation_losses", "best_trained", "TRAIN_MINUTES"]

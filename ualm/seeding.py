@@ -3,7 +3,7 @@
 `step_seed(seed, step, rank, stream)` is the seed of step `step` (a training step, or batch k of
 a data set) on process `rank`, for one stream:
 
-- DATA (0): simulated batches (`ualm.train.SimSource`, `ualm.SMLMDataset`);
+- DATA (0): simulated batches (`ualm.sources.SimSource`, `ualm.SMLMDataset`);
 - MODEL (1): the model's own random numbers while training (dropout);
 - NOISE (2): the step t and noise ε of the diffusion loss (`ualm.diffusion.DiffusionSource`);
 - CHAINS (3): a diffusion sampler's chain (frame f, sample k), as step = f, rank = k;

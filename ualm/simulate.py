@@ -198,7 +198,7 @@ class SMLMDataset(torch.utils.data.IterableDataset):
     """Simulates batches on the fly: each item is a dict from `simulate_batch`.
 
     Batch k is drawn on the CPU from its own generator, seeded by the project's one rule
-    (`ualm.seeding.step_seed(seed, k, rank=0, stream=DATA)`, the seeds `ualm.train.SimSource`
+    (`ualm.seeding.step_seed(seed, k, rank=0, stream=DATA)`, the seeds `ualm.sources.SimSource`
     uses), so the stream is the same whatever the number of DataLoader workers: with w workers,
     worker i simulates batches i, i + w, ... and the DataLoader yields them in order. Use it with
     `DataLoader(dataset, batch_size=None)`. n_batches=None gives an endless stream.

@@ -5,7 +5,7 @@ It is built from three pieces, so that the diffusion model reuses it unchanged:
 - a model (any `torch.nn.Module`);
 - a loss function `loss_fn(model, batch) -> scalar tensor`, where `batch` is a dict of tensors
   already on the training device (e.g. the output of `ualm.simulate_batch`);
-- a data source with a method `batch(step, rank, device) -> dict`. `SimSource` simulates frames on
+- a data source with a method `batch(step, rank, device) -> dict` (`ualm.sources`). `SimSource` simulates frames on
   the fly: batch `step` of process `rank` is drawn from a generator seeded with
   `ualm.seeding.step_seed(seed, step, rank, DATA)`, so the data stream is a pure function of the
   step and a resumed run sees exactly the batches an uninterrupted run would have seen.
@@ -49,8 +49,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import (CHECKPOINT_NAME, FORMAT, CheckpointError, StopSignals, TrainingInterrupted,
                           load_checkpoint, save_checkpoint)
-from .seeding import DATA, MODEL, step_generator, step_seed
-from .simulate import SimConfig, simulate_batch
+from .seeding import MODEL, step_seed
 from .progress import show_progress
 
 _CKPT_KEYS = ("format", "model", "optimizer", "scheduler", "step", "config")
@@ -121,28 +120,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
         return cls(**d)
-
-
-class SimSource:
-    """On-the-fly simulated batches: batch(step, rank) is reproducible from (seed, step, rank).
-
-    `transform(batch) -> batch` may add or change entries (e.g. a frozen φ's ŷ for diffusion)."""
-
-    def __init__(self, config: SimConfig = SimConfig(), batch_size: int = 16, seed: int = 0,
-                 transform: Callable[[dict], dict] | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.config, self.batch_size, self.seed, self.transform = config, batch_size, seed, transform
-
-    def batch(self, step: int, rank: int = 0, device="cpu") -> dict:
-        """Simulated on `device` itself, with a generator on that device seeded from
-        (seed, step, rank). The stream is reproducible per device kind (CPU and CUDA
-        generators draw different numbers)."""
-        device = torch.device(device)
-        gen = step_generator(self.seed, step, rank, DATA, device)
-        b = simulate_batch(self.batch_size, self.config, generator=gen, device=device,
-                           dtype=torch.float32)
-        return self.transform(b) if self.transform is not None else b
 
 
 @dataclass
@@ -423,8 +400,4 @@ def _past(deadline: float, distributed: bool, device) -> bool:
 def validation_source(data, offset: int = 10_000):
     """The source of `data`'s validation batches: the same kind of data with the seed shifted by
     `offset` (None when the source cannot be reseeded)."""
-    if hasattr(data, "shifted"):  # a source that knows how to reseed itself (DiffusionSource)
-        return data.shifted(offset)
-    if isinstance(data, SimSource):
-        return SimSource(data.config, data.batch_size, data.seed + offset, data.transform)
-    return None
+    return data.shifted(offset) if hasattr(data, "shifted") else None
