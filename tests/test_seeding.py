@@ -9,7 +9,9 @@ import torch
 import ualm
 from ualm import checks, pretrained, seeding
 from ualm.models import DeepSTORM, DeepSTORMConfig
-from ualm.train import SimSource, TrainConfig, step_seed
+from ualm.seeding import step_seed
+from ualm.sources import SimSource
+from ualm.train import TrainConfig
 
 
 def test_step_seed_keeps_the_seeds_of_the_bundled_weights():

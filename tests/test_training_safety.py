@@ -17,8 +17,9 @@ import ualm
 from ualm import cli, pretrained
 from ualm.checkpoints import state_digest
 from ualm.models import DeepSTORM, deepstorm_loss
-from ualm.train import (CheckpointError, SimSource, TrainConfig, TrainingInterrupted,
-                        load_checkpoint, save_checkpoint, train)
+from ualm.sources import SimSource
+from ualm.train import (CheckpointError, TrainConfig, TrainingInterrupted, load_checkpoint, save_checkpoint,
+                        train)
 
 TINY = dict(width=4, hr_width=2, dilations=(1, 2))
 CFG = TrainConfig(steps=4, batch_size=2, lr=1e-2, warmup=1, val_every=2, val_batches=1,
