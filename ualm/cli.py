@@ -1,5 +1,7 @@
 """Command line: `python -m ualm train deepstorm --profile quick|full --out DIR` (console script
-`ualm`); `python -m ualm simulate movie --out DIR` writes a simulated acquisition (ualm.movie).
+`ualm`); `python -m ualm simulate movie --out DIR` writes a simulated acquisition (ualm.movie), and
+`python -m ualm localize MOVIE.tif --dark DARK.tif --out DIR` localizes one (resumable; under
+`torchrun --nproc_per_node=N -m ualm localize ...` N processes share the chunks).
 Training resumes from DIR/checkpoint.pt when it exists; `--export NAME` writes bundled weights
 (NAME.pt + NAME.json) from the final checkpoint. Under `torchrun` it trains with
 DistributedDataParallel. Ctrl-C or SIGTERM write a checkpoint before the program exits (status
@@ -25,6 +27,7 @@ from .device import PROFILES, pick_device, pick_profile
 from .models.unet import CONDITIONS
 from .pretrained import WeightsError, export_weights
 from .profiles import train_deepstorm, train_diffusion
+from .defaults import PIXEL_NM
 from .train import dist_info
 
 
@@ -123,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="frames per flat-field level (20, 50, 100, 200, 400 photons/px)")
     s.add_argument("--seed", type=_int_at_least(0), default=0)
     s.add_argument("--no-progress", action="store_true")
+    lo = sub.add_parser("localize", help="localize a TIFF movie: a table of localizations for Picasso and ThunderSTORM")
+    lo.add_argument("movie", help="multi-page TIFF, frames in ADU")
+    lo.add_argument("--dark", required=True, help="dark frames (TIFF): offset and read-noise maps")
+    lo.add_argument("--flats", nargs="*", default=None,
+                    help="flat-field stacks (TIFF, one per light level): the gain; without them the gain is read off "
+                         "the movie itself (photon transfer with the blinks clipped)")
+    lo.add_argument("--out", required=True, help="directory for parts/, camera.npz, locs.hdf5/.yaml, locs.csv")
+    lo.add_argument("--chunk", type=_int_at_least(1), default=256, help="frames per part (the unit of resuming)")
+    lo.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
+    lo.add_argument("--threads", type=_int_at_least(1), help="torch.set_num_threads on CPU (>= 1)")
+    lo.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("export", help="turn a training checkpoint into bundled weights")
     e.add_argument("checkpoint")
     e.add_argument("name")
@@ -167,9 +181,61 @@ def _simulate(args) -> int:
     return 0
 
 
+def _localize(args) -> int:
+    """One process, or one rank of `torchrun --nproc_per_node=N -m ualm localize ...`: each rank
+    localizes its share of the chunks, rank 0 merges them (the same table for any N) and exports."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from . import camera as cam
+    from .export import write_picasso, write_thunderstorm
+    from .localize import localize_movie, merge_parts
+    from .movie import read_tiff
+    from .pretrained import load
+
+    rank, local_rank, world = dist_info()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    frames, meta = read_tiff(args.movie)
+    dark, _ = read_tiff(args.dark)
+    offset, read_var = cam.dark_calibration(dark)
+    if args.flats:
+        ptc = cam.photon_transfer([read_tiff(f)[0] for f in args.flats], offset, read_var)
+    else:
+        ptc = cam.photon_transfer([frames], offset, read_var, clip=4.0)
+    camera = cam.Camera(gain=ptc["gain"], offset=offset, read_var=read_var)
+    device = torch.device(f"cuda:{local_rank}" if args.device == "cuda" and world > 1 else args.device)
+    phi = load("deepstorm_quick").to(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")  # only a barrier: the parts travel as files
+    localize_movie(frames, camera, args.out, chunk=args.chunk, rank=rank, world=world, phi=phi,
+                   progress=not args.no_progress)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return 0
+    table = merge_parts(args.out, len(frames), args.chunk)
+    out = Path(args.out)
+    np.savez(out / "camera.npz", gain=ptc["gain"].numpy(), offset=offset.numpy(), read_var=read_var.numpy())
+    px = float(meta.get("pixel_nm", PIXEL_NM))
+    h, w = frames.shape[1:]
+    paths = [write_thunderstorm(out / "locs.csv", table, px)]
+    try:
+        paths += list(write_picasso(out / "locs", table, width=w, height=h, frames=len(frames), pixel_nm=px))
+    except ImportError as err:
+        print(f"no Picasso file: {err}")
+    print(f"{len(table['x'])} localizations in {len(frames)} frames (median gain {ptc['median_gain']:.3f} ADU/photon"
+          f"{' from the flats' if args.flats else ' from the movie'})")
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _run(args, argv, parser) -> int:
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "localize":
+        return _localize(args)
     if args.command == "export":
         path = export_weights(args.checkpoint, args.name, args.export_dir,
                               dtype=getattr(torch, args.export_dtype))

@@ -7,6 +7,9 @@ the package's convention (pixel k covers [k - 1/2, k + 1/2]; Picasso uses the sa
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -163,3 +166,58 @@ def score_table(table: dict, events: dict, tolerance_px: float = 1.0, keep=None)
             "rmse_px": float(np.sqrt(np.mean(dist ** 2))) if tp else float("nan"),
             "n_found": n_found, "n_true": n_true, "n_matched": tp,
             "rows": rows.astype(int), "events": evs.astype(int)}
+
+
+# ----------------------------------------------------------------------------- whole movies
+
+def _part_path(out, start: int) -> Path:
+    return Path(out) / "parts" / f"frames_{start:08d}.npz"
+
+
+def localize_movie(frames, camera: Camera, out, *, chunk: int = 256, rank: int = 0, world: int = 1,
+                   progress: bool = True, **kwargs) -> dict:
+    """`localize` over a whole movie in chunks of `chunk` frames, each written to
+    out/parts/frames_<first>.npz as soon as it is done (atomically): a chunk already there is
+    skipped, so an interrupted run resumes where it stopped. Process `rank` of `world` takes
+    chunks rank, rank + world, ... (the background is each pixel's median over the whole movie
+    on every rank, so the split does not change the answer). Returns this process's chunks'
+    table; `merge_parts` joins everyone's."""
+    n = len(frames)
+    if kwargs.get("background", "median") == "median":
+        kwargs["background"] = median_background(frames, camera)
+    starts = list(range(0, n, chunk))[rank::world]
+    mine = []
+    for s in tqdm(starts, progress=progress, desc=f"movie (rank {rank})" if world > 1 else "movie", unit="chunk"):
+        path = _part_path(out, s)
+        if not path.exists():
+            table = localize(frames[s:s + chunk], camera, first_frame=s, progress=False, **kwargs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+            np.savez(tmp, **table)
+            os.replace(tmp, path)
+        with np.load(path) as part:
+            mine.append({c: part[c] for c in COLUMNS})
+    return _concat(mine)
+
+
+def _concat(parts: list) -> dict:
+    if not parts:
+        return {c: np.zeros(0) for c in COLUMNS}
+    table = {c: np.concatenate([p[c] for p in parts]) for c in COLUMNS}
+    order = np.lexsort((table["y"], table["x"], table["frame"]))  # by frame, then x, then y
+    return {c: v[order] for c, v in table.items()}
+
+
+def merge_parts(out, n_frames: int, chunk: int = 256) -> dict:
+    """The whole movie's table from out/parts, sorted by frame, then x, then y: the same table
+    whatever the number of processes that wrote the parts. Refuses a movie with parts missing."""
+    starts = range(0, n_frames, chunk)
+    missing = [s for s in starts if not _part_path(out, s).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(starts)} chunks are not localized yet (first: frames "
+                                f"{missing[0]}–{missing[0] + chunk - 1}); run the same command again to finish")
+    parts = []
+    for s in starts:
+        with np.load(_part_path(out, s)) as part:
+            parts.append({c: part[c] for c in COLUMNS})
+    return _concat(parts)
