@@ -7,6 +7,7 @@ calibrated), chosen, calibrated and scored on three disjoint splits.
     python benchmarks/posterior.py compare     # every method calibrated alike: width, CRPS, energy
     python benchmarks/posterior.py condition   # how much each bundled Ψ leans on its condition at t = T
     python benchmarks/posterior.py frame       # Ψ_v(ŷ) against Ψ_v(ŷ, x) (needs diffusion_frame_v)
+    python benchmarks/posterior.py exact       # isolated emitters: the exact posterior's intervals vs the map's
 
 Splits (seeds below; none is the training stream, its validation batches or chapter 5/6's):
 validation (isolated + dense frames) picks the sampler, calibration (dense frames) fits the
@@ -545,10 +546,61 @@ def spread_skill(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam=Non
             "rmse": [float(err[i].pow(2).mean().sqrt()) for i in parts], "pixels": [int(len(i)) for i in parts]}
 
 
+EXACT_SEED = 20261209  # isolated frames of this diagnostic only: no choice is made on them
+
+
+def needed_scale(samples, y, mask, level: float = 0.9) -> float:
+    """The λ that risk control would fit on these frames alone: how much the Gaussian intervals
+    of `samples` must widen (> 1) or may narrow (< 1) to cover the truth at `level`."""
+    sc = cal.interval_scores(samples, y, level)
+    return cal.risk_control_scale([sc[i][mask[i]] for i in range(len(y))], level)
+
+
+def exact(args) -> int:
+    """Isolated emitters: do the exact posterior's own per-pixel Gaussian intervals cover the
+    truth, and what does the default map's calibration add there? β = 1 MCMC (x, y, photons,
+    background) gives K draws per frame, their KDEs the intervals; the default map is scored on
+    the same frames, raw and calibrated. Separates what any K-sample Gaussian interval needs from
+    what the diffusion's own errors need."""
+    n = args.isolated
+    sim = ualm.simulate_batch(n, ualm.SimConfig(layout="isolated", count=1), generator=ualm.make_generator(EXACT_SEED),
+                              dtype=torch.float32)
+    post = ualm.sample_posterior(sim["x"].double(), params=("x", "y", "photons", "background"), n_chains=4,
+                                 n_iter=args.mcmc_iters, burn_in=args.mcmc_iters // 3, seed=EXACT_SEED + 1)
+    flat = post.samples.reshape(n, -1, post.samples.shape[-1])
+    y = sim["y"]
+    rows = {}
+    for k in (args.samples, 256):
+        idx = torch.linspace(0, flat.shape[1] - 1, k).long()
+        draws = ualm.kde(flat[:, idx, None, :2].float(), shape=(20, 20))
+        mask = significant_pixels(y, draws.mean(1))
+        rows[f"mcmc_K{k}"] = {"coverage": dict(zip(map(str, cal.LEVELS), cal.coverage(draws, y, mask).tolist())),
+                              "needed_scale_90": needed_scale(draws, y, mask)}
+    t0 = time.perf_counter()
+    res = uncertainty_map(sim["x"], n_samples=args.samples, seed=5, progress=False)
+    sec = time.perf_counter() - t0
+    raw = res.raw()
+    mask = significant_pixels(y, raw.mean(1))
+    rows["diffusion_raw"] = {"coverage": dict(zip(map(str, cal.LEVELS), cal.coverage(raw, y, mask).tolist())),
+                             "needed_scale_90": needed_scale(raw, y, mask)}
+    rows["diffusion_calibrated"] = {"coverage": dict(zip(map(str, cal.LEVELS),
+                                                         cal.coverage(res.samples, y, mask).tolist())),
+                                    "scale_90_applied": sorted({round(float(v), 4) for v in res.scale})}
+    for key, row in rows.items():
+        print(key, row, flush=True)
+    payload = {"protocol": {"frames": n, "seed": EXACT_SEED, "i0": ualm.SimConfig().i0, "mcmc_iters": args.mcmc_iters,
+                            "samples": args.samples, "rhat_max": float(post.rhat().max()),
+                            "detected_counts": torch.bincount(res.counts.long()).tolist()},
+               "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]}, "seconds_diffusion": sec,
+               "rows": rows, "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
+    common.save("posterior_exact", payload, args.out)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition"])
-    ap.add_argument("--isolated", type=int, default=16)
+    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition", "exact"])
+    ap.add_argument("--isolated", type=int, default=None, help="isolated frames (exact 48, the others 16)")
     ap.add_argument("--dense", type=int, default=None,
                     help="dense frames (validate and frame 32, test and compare 100)")
     ap.add_argument("--samples-isolated", type=int, default=None, help="validate 16, test 32")
@@ -565,12 +617,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.dense is None:
         args.dense = 100 if args.what in ("test", "compare") else 32  # the test split is scored on more frames
+    if args.isolated is None:
+        args.isolated = 48 if args.what == "exact" else 16
     if args.samples is None:
-        args.samples = 32 if args.what in ("test", "compare") else 8
+        args.samples = 32 if args.what in ("test", "compare", "exact") else 8
     if args.samples_isolated is None:
         args.samples_isolated = 32 if args.what == "test" else 16
     return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare,
-            "frame": frame, "condition": condition}[args.what](args)
+            "frame": frame, "condition": condition, "exact": exact}[args.what](args)
 
 
 if __name__ == "__main__":
