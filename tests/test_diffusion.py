@@ -56,7 +56,7 @@ def test_unet_config_is_frozen_and_strict():
     with pytest.raises(Exception):
         cfg.width = 3
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown UNet config keys.*wdith"):
+    with pytest.raises(ValueError, match="unknown UNetConfig keys.*wdith"):
         UNetConfig.from_dict({"wdith": 3})
     with pytest.raises(ValueError, match="cond"):
         UNetConfig(cond=("truth",))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 
 from . import checks
 from .camera import Camera
+from .config import Config
 from .defaults import PIXEL_NM, SIGMA_X
 from .progress import tqdm
 from .psf import expected_frame
@@ -53,7 +54,7 @@ def scmos_camera(shape, config: SCMOSConfig = SCMOSConfig(), generator=None) -> 
 
 
 @dataclass(frozen=True)
-class MovieConfig:
+class MovieConfig(Config):
     """A movie of `frames` frames of `shape` pixels. Labels sit on `n_structures` filaments
     (worm-like curves of `length` px with persistence length `persistence` px) or rings of
     `ring_radius` px, `labels_per_px` per pixel of contour, each displaced by N(0, label_jitter²)
@@ -78,9 +79,6 @@ class MovieConfig:
     sigma: float = SIGMA_X
     camera: SCMOSConfig = field(default_factory=SCMOSConfig)
     dark_frames: int = 1000
-
-    def replace(self, **changes) -> "MovieConfig":
-        return replace(self, **changes)
 
 
 @dataclass

@@ -6,12 +6,13 @@ low-res [j/u - 1/2, (j+1)/u - 1/2]; its centre is (j + 1/2)/u - 1/2.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from . import checks
 from .camera import PAPER_CAMERA, Camera
+from .config import Config
 from .defaults import COUNT, I0, RADIUS, SHAPE, SIGMA_X, SIGMA_Y, UPSAMPLE
 from .psf import expected_frame, pixel_integral
 from .seeding import DATA, step_generator
@@ -143,7 +144,7 @@ def isolated_emitters(batch: int, shape=SHAPE, jitter: float = 0.5, generator=No
 
 
 @dataclass(frozen=True)
-class SimConfig:
+class SimConfig(Config):
     """Everything that defines a simulated data set; defaults follow section 4 of the paper.
 
     i0 is a number or a range (lo, hi) drawn uniformly per emitter (for varied SNR).
@@ -160,9 +161,6 @@ class SimConfig:
     radius: float = RADIUS
     sigma_y: float = SIGMA_Y
     kde_normalize: str = "peak"
-
-    def replace(self, **changes) -> "SimConfig":
-        return replace(self, **changes)
 
 
 def simulate_batch(batch: int, config: SimConfig = SimConfig(), generator=None, device=None,

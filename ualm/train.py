@@ -37,7 +37,7 @@ import math
 import numbers
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .config import Config
 from .checkpoints import (CHECKPOINT_NAME, FORMAT, CheckpointError, StopSignals, TrainingInterrupted,
                           load_checkpoint, save_checkpoint)
 from .seeding import MODEL, step_seed
@@ -60,7 +61,7 @@ RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_fa
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Optimisation settings (frozen: change them with `replace`). lr is the peak learning rate
     reached after `warmup` steps; it then decays along a cosine to lr * min_lr_factor at
     `steps`."""
@@ -106,20 +107,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.minutes must be None or a finite number > 0, "
                              f"got {self.minutes!r}")
 
-    def replace(self, **kw) -> "TrainConfig":
-        return replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config from a dict such as `to_dict()` or a checkpoint's "config"; unknown keys
-        raise a ValueError naming them."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -24,12 +24,13 @@ larger `max_value` to let the output follow overlapping emitters.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import Config
 from ..simulate import SimConfig
 
 
@@ -37,7 +38,7 @@ from ..simulate import SimConfig
 BRIGHT_PHOTONS = 1e4
 
 @dataclass(frozen=True)
-class DeepSTORMConfig:
+class DeepSTORMConfig(Config):
     """Architecture of φ. width: channels of the 20×20 and 40×40 layers; hr_width: channels of
     the 80×80 layers (they dominate the cost; None means width // 2). dropout: probability of the
     Dropout2d layers placed after the context module and after each refinement block (0 disables
@@ -53,20 +54,6 @@ class DeepSTORMConfig:
     gain: float = 1.0
     photon_scale: float = 20.0
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dilations"] = list(d["dilations"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DeepSTORMConfig":
-        d = dict(d)
-        if "dilations" in d:
-            d["dilations"] = tuple(int(v) for v in d["dilations"])
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown DeepSTORM config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def _block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:

@@ -14,18 +14,20 @@ so that the untrained network predicts ε̂ = 0.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..config import Config
 
 CONDITIONS = ("yhat", "frame")  # ŷ = φ(x), and the frame x upsampled to the KDE grid
 PREDICTIONS = ("eps", "v")  # what Ψ outputs: the noise ε, or v = √γ ε − √(1 − γ) y_0
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Config):
     """Architecture of Ψ and what it is conditioned on.
 
     width: channels at the first level; level i has width·mults[i] channels and half the
@@ -69,18 +71,6 @@ class UNetConfig:
     def downsamplings(self) -> int:
         return len(self.mults) - 1
 
-    def replace(self, **changes) -> "UNetConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown UNet config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 PRESETS = {
