@@ -206,34 +206,39 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     eye = torch.eye(4, dtype=dtype, device=x.device)
     it = 0
     while True:
-        grad, info, hess, free, dec = _scoring(p, rate, jac, n, lo, hi)
-        now = active & (dec < tol)
-        stationary, active = stationary | now, active & ~now & (lam < 1e10)
-        if it == n_iter or not bool(active.any()):
+        # only the fits still running are computed: at few photons a handful need 3x the
+        # iterations of the rest, and the whole batch used to wait on them
+        a = torch.nonzero(active)[:, 0]
+        grad, _, hess, free, dec = _scoring(p[a], rate[a], jac[a], n[a], lo, hi)
+        now = dec < tol
+        stationary[a[now]] = True
+        go = ~now & (lam[a] < 1e10)
+        active[a[~go]] = False
+        if it == n_iter or not bool(go.any()):
             break
         it += 1
+        a, grad, hess, free, dec = a[go], grad[go], hess[go], free[go], dec[go]
         # Fisher scoring, damped by λ·diag(I). Near the optimum (decrement < 1) where it
         # converges slowly (the decrement fell less than 10× in the last iteration, as with
         # few photons, where the expected Hessian is a poor guess), Newton on the observed
         # Hessian instead, where that is positive definite.
-        damp = lam[:, None, None] * torch.diagonal(hess, dim1=1, dim2=2)[:, :, None] * eye
-        slow = torch.nonzero(active & (dec < 1.0) & (dec > 0.1 * last))[:, 0]
+        damp = lam[a, None, None] * torch.diagonal(hess, dim1=1, dim2=2)[:, :, None] * eye
+        slow = torch.nonzero((dec < 1.0) & (dec > 0.1 * last[a]))[:, 0]
         if len(slow):
-            obs = _mask(_observed(p[slow], rate[slow], jac[slow], n[slow], sigma_t, (h, w)),
-                        free[slow])
+            rows = a[slow]
+            obs = _mask(_observed(p[rows], rate[rows], jac[rows], n[rows], sigma_t, (h, w)), free[slow])
             pd = torch.linalg.cholesky_ex(obs + damp[slow])[1] == 0
             hess = hess.index_put((slow,), torch.where(pd[:, None, None], obs, hess[slow]))
-        last = dec
+        last[a] = dec
         step = torch.linalg.solve(hess + damp, -grad[..., None])[..., 0]
-        trial = torch.maximum(torch.minimum(p + step, hi), lo)
+        trial = torch.maximum(torch.minimum(p[a] + step, hi), lo)
         t_rate, t_jac = _model(trial, sigma_t, (h, w), excess)
-        t_nll = _nll(t_rate, n)
-        better = (t_nll < cur) & active
-        p = torch.where(better[:, None], trial, p)
-        rate = torch.where(better[:, None], t_rate, rate)
-        jac = torch.where(better[:, None, None], t_jac, jac)
-        cur = torch.where(better, t_nll, cur)
-        lam = torch.where(better, (lam / 10).clamp(min=1e-7), torch.where(active, lam * 10, lam))
+        t_nll = _nll(t_rate, n[a])
+        better = t_nll < cur[a]
+        b = a[better]
+        p[b], rate[b], jac[b], cur[b] = trial[better], t_rate[better], t_jac[better], t_nll[better]
+        lam[a] = torch.where(better, (lam[a] / 10).clamp(min=1e-7), lam[a] * 10)
+    info = _scoring(p, rate, jac, n, lo, hi)[1]  # at the final values of every fit
     at_bound = (p <= lo) | (p >= hi)
     inv, bad = torch.linalg.inv_ex(info)
     std = torch.diagonal(inv, dim1=1, dim2=2).clamp(min=0.0).sqrt()
