@@ -258,11 +258,16 @@ def _background_nll(n, excess, n_iter: int = 30):
     """The NLL (B,) of the best background-only model ω'_k = b + w_k²/g_k² (no emitter), by
     Newton's method on the one convex parameter b ≥ −min w²/g²."""
     low = -float(excess.min()) + 1e-6
-    b = (n - excess).mean(1).clamp(min=low)
+    b = (n - excess).mean(1).clamp(min=low)  # the exact optimum when w²/g² is the same everywhere
+    if bool((excess == excess[0]).all()):
+        n_iter = 0
     for _ in range(n_iter):
         rate = b[:, None] + excess
         grad, curv = (1.0 - n / rate).sum(1), (n / rate**2).sum(1)
-        b = (b - grad / curv.clamp(min=1e-12)).clamp(min=low)
+        step = grad / curv.clamp(min=1e-12)
+        b = (b - step).clamp(min=low)
+        if float(step.abs().max()) < 1e-12 * max(1.0, float(b.abs().max())):
+            break
     return _nll(b[:, None] + excess, n)
 
 
