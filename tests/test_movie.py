@@ -142,7 +142,8 @@ def test_background_only_fit_is_exact_with_or_without_a_shortcut():
 
     g = make_generator(3)
     n = torch.poisson(torch.full((200, 49), 12.0, dtype=torch.float64), generator=g) + 5.0
-    uniform, per_pixel = torch.full((49,), 5.0, dtype=torch.float64), 2 + 6 * torch.rand(49, generator=g, dtype=torch.float64)
+    uniform = torch.full((49,), 5.0, dtype=torch.float64)
+    per_pixel = 2 + 6 * torch.rand(49, generator=g, dtype=torch.float64)
     for excess in (uniform, per_pixel):
         low = -float(excess.min()) + 1e-6
         b = (n - excess).mean(1).clamp(min=low)
