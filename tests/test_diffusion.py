@@ -214,12 +214,21 @@ def test_samples_do_not_depend_on_batch_size():
     assert not torch.allclose(a, d)
 
 
-def test_keep_path_returns_every_step():
+def test_the_path_and_the_step_iterator_agree_with_sample():
+    """sample_with_path keeps ŷ_0 after every step; sample_steps yields one state per network
+    evaluation and batch, and its last states are sample's samples, whatever the batching."""
     net = tiny_unet()
-    cond = torch.zeros(1, 1, 80, 80)
-    s, path = D.sample(net, cond, D.schedule("paper"), 2, method="ancestral", start="guided",
-                       t0=5, progress=False, keep_path=True)
-    assert s.shape == (1, 2, 80, 80) and path.shape == (1, 2, 5, 80, 80)
+    cond = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    kw = dict(method="ancestral", start="guided", t0=5, seed=3)
+    s, path = D.sample_with_path(net, cond, D.schedule("paper"), 2, progress=False, **kw)
+    assert s.shape == (2, 2, 80, 80) and path.shape == (2, 2, 5, 80, 80)
+    torch.testing.assert_close(D.sample(net, cond, D.schedule("paper"), 2, progress=False, **kw), s)
+    steps = list(D.sample_steps(net, cond, D.schedule("paper"), 2, batch_size=3, **kw))
+    assert [st.t for st in steps[:5]] == [5, 4, 3, 2, 1] and sum(st.last for st in steps) == 2
+    last = torch.cat([st.y for st in steps if st.last])
+    torch.testing.assert_close(D.from_net(last).reshape(2, 2, 80, 80), s)
+    with pytest.raises(TypeError):
+        D.sample(net, cond, D.schedule("paper"), 2, keep_path=True, **kw)
 
 
 @pytest.mark.parametrize("kw, match", [

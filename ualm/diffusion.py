@@ -295,28 +295,23 @@ def chain_seed(seed: int, frame: int, sample: int) -> int:
     return step_seed(seed, frame, sample, CHAINS)
 
 
-@torch.no_grad()
-def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, method: str = "ancestral",
-           start: str = "guided", t0: int | None = None, steps: int | None = None, eta: float = 0.0,
-           clip: bool = True, seed: int = 0, first_frame: int = 0, batch_size: int | None = None,
-           progress: bool = True, keep_path: bool = False, amp: bool | None = None):
-    """Draw n_samples KDEs per frame from Ψ's reverse process.
+@dataclass(frozen=True)
+class ChainStep:
+    """What `sample_steps` yields after each network evaluation of one batch of chains: the
+    chains' rows `rows` (a slice of the F·K chains, frame-major), the step's index `index` in
+    the path and its t, the new state y and the network's ŷ_0, both in the network's range;
+    `last` marks the final state of these chains."""
 
-    cond: (F, C, H, W), the condition in the network's range; channel 0 is ŷ (used by the guided
-    start). method: "ancestral" (eq. 10, t0 network evaluations) or "ddim" (`steps`
-    evaluations, noise scale eta ∈ [0, 1], 0 = deterministic given the start). start: "noise"
-    (y_t0 ~ N(0, I), the paper) or "guided" (y_t0 ~ N(√γ_t0 ŷ, (1 − γ_t0) I)). t0 ≤ T: the
-    first step (default T). clip: clip ŷ_0 to the KDE range [0, 2] at every step (`CLIP`).
-    seed, first_frame: chain (f, k) draws from `chain_seed(seed, first_frame + f, k)`, so the
-    same seed gives the same samples whatever `batch_size` (chains per network call; default 32
-    on the CPU, where larger batches fall out of the cache and run slower per chain; on CUDA as
-    many as a quarter of the free memory holds, `cuda_batch_size`).
-    keep_path: also return the ŷ_0 predictions after every step, (F, K, n_steps, H, W).
-    amp: the network's forward pass in bfloat16 (float16 on GPUs without it) under autocast;
-    default True on CUDA, never on the CPU. The sampler's own arithmetic stays in cond's dtype.
+    rows: slice
+    index: int
+    t: int
+    y: torch.Tensor
+    y0: torch.Tensor
+    last: bool
 
-    Returns samples (F, K, H, W) in KDE units (and the path when keep_path).
-    """
+
+def _check_sampler(cond, sched, n_samples, method, start, t0, steps, eta) -> list[int]:
+    """The validated step path of one call."""
     if cond.ndim != 4:
         raise ValueError(f"cond must have shape (F, C, H, W), got {tuple(cond.shape)}")
     if not isinstance(n_samples, int) or n_samples < 1:
@@ -325,7 +320,6 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
         raise ValueError(f"method must be 'ancestral' or 'ddim', got {method!r}")
     if start not in ("noise", "guided"):
         raise ValueError(f"start must be 'noise' or 'guided', got {start!r}")
-    t0 = sched.T if t0 is None else t0
     if not isinstance(t0, int) or not 1 <= t0 <= sched.T:
         raise ValueError(f"t0 must be an int in [1, T = {sched.T}], got {t0!r}")
     if method == "ddim":
@@ -338,23 +332,42 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
     elif steps not in (None, t0):
         raise ValueError(f"steps must be None or t0 = {t0} for method='ancestral' "
                          f"(it takes every step), got {steps!r}")
-    path = step_path(t0, method, steps)
-    if batch_size is None:
-        batch_size = cuda_batch_size(model, cond) if cond.device.type == "cuda" else 32
-    low_precision = amp_dtype(cond.device) if (amp is None or amp) else None
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not torch.isfinite(cond).all():
         raise ValueError("cond contains NaN or infinite values")
+    return step_path(t0, method, steps)
 
+
+@torch.no_grad()
+def sample_steps(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, method: str = "ancestral",
+                 start: str = "guided", t0: int | None = None, steps: int | None = None, eta: float = 0.0,
+                 clip: bool = True, seed: int = 0, first_frame: int = 0, batch_size: int | None = None,
+                 amp: bool | None = None):
+    """The reverse process of n_samples chains per frame, one `ChainStep` per network
+    evaluation of each batch of chains (as improved-diffusion's progressive loop). `sample`
+    keeps the last states, `sample_with_path` every ŷ_0 as well.
+
+    cond: (F, C, H, W), the condition in the network's range; channel 0 is ŷ (used by the guided
+    start). method: "ancestral" (eq. 10, t0 network evaluations) or "ddim" (`steps`
+    evaluations, noise scale eta ∈ [0, 1], 0 = deterministic given the start). start: "noise"
+    (y_t0 ~ N(0, I), the paper) or "guided" (y_t0 ~ N(√γ_t0 ŷ, (1 − γ_t0) I)). t0 ≤ T: the
+    first step (default T). clip: clip ŷ_0 to the KDE range [0, 2] at every step (`CLIP`).
+    seed, first_frame: chain (f, k) draws from `chain_seed(seed, first_frame + f, k)`, so the
+    same seed gives the same samples whatever `batch_size` (chains per network call; default 32
+    on the CPU, where larger batches fall out of the cache and run slower per chain; on CUDA as
+    many as a quarter of the free memory holds, `cuda_batch_size`).
+    amp: the network's forward pass in bfloat16 (float16 on GPUs without it) under autocast;
+    default True on CUDA, never on the CPU. The sampler's own arithmetic stays in cond's dtype.
+    """
+    t0 = sched.T if t0 is None else t0
+    path = _check_sampler(cond, sched, n_samples, method, start, t0, steps, eta)
+    if batch_size is None:
+        batch_size = cuda_batch_size(model, cond) if cond.device.type == "cuda" else 32
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    low_precision = amp_dtype(cond.device) if (amp is None or amp) else None
     n_frames, _, h, w = cond.shape
     device = cond.device
     chains = [(f, k) for f in range(n_frames) for k in range(n_samples)]
-    out = torch.empty(n_frames * n_samples, h, w, dtype=cond.dtype, device=device)
-    kept = torch.empty(n_frames * n_samples, len(path) - 1, h, w, dtype=cond.dtype, device=device) \
-        if keep_path else None
-    bar = tqdm(total=len(chains) * (len(path) - 1), disable=not show_progress(progress), desc=f"{method} sampling",
-               leave=False, unit="chain-step")
     was_training = model.training
     model.eval()
     try:
@@ -376,19 +389,44 @@ def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, me
                     y = ancestral_step(sched, y, t, eps, noise() if t > 1 else None)
                 else:
                     s = path[i + 1]
-                    y = ddim_step(sched, y, t, s, eps, y0, float(eta),
-                                  noise() if eta > 0 and s > 0 else None)
-                if kept is not None:
-                    kept[lo:lo + len(part), i] = y0
-                bar.update(len(part))
-            out[lo:lo + len(part)] = y
+                    y = ddim_step(sched, y, t, s, eps, y0, float(eta), noise() if eta > 0 and s > 0 else None)
+                yield ChainStep(slice(lo, lo + len(part)), i, t, y, y0, i == len(path) - 2)
     finally:
-        bar.close()
         model.train(was_training)
+
+
+def _collect(steps, cond: torch.Tensor, n_samples: int, n_steps: int, keep_path: bool, progress: bool, label: str):
+    n_frames, _, h, w = cond.shape
+    out = torch.empty(n_frames * n_samples, h, w, dtype=cond.dtype, device=cond.device)
+    kept = torch.empty(n_frames * n_samples, n_steps, h, w, dtype=cond.dtype, device=cond.device) \
+        if keep_path else None
+    with tqdm(total=n_frames * n_samples * n_steps, disable=not show_progress(progress), desc=f"{label} sampling",
+              leave=False, unit="chain-step") as bar:
+        for st in steps:
+            if kept is not None:
+                kept[st.rows, st.index] = st.y0
+            if st.last:
+                out[st.rows] = st.y
+            bar.update(st.rows.stop - st.rows.start)
     samples = from_net(out).reshape(n_frames, n_samples, h, w)
-    if keep_path:
-        return samples, from_net(kept).reshape(n_frames, n_samples, len(path) - 1, h, w)
-    return samples
+    return samples, None if kept is None else from_net(kept).reshape(n_frames, n_samples, n_steps, h, w)
+
+
+def sample(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, progress: bool = True,
+           **settings) -> torch.Tensor:
+    """n_samples KDEs per frame from Ψ's reverse process, (F, K, H, W) in KDE units; the
+    settings are `sample_steps`'."""
+    return sample_with_path(model, cond, sched, n_samples, progress=progress, keep_path=False, **settings)[0]
+
+
+def sample_with_path(model, cond: torch.Tensor, sched: Schedule, n_samples: int = 8, *, progress: bool = True,
+                     keep_path: bool = True, **settings):
+    """`sample`, and the network's ŷ_0 after every step, (F, K, n_steps, H, W) in KDE units
+    (None when keep_path is False)."""
+    t0 = settings.get("t0") or sched.T
+    n_steps = len(step_path(t0, settings.get("method", "ancestral"), settings.get("steps"))) - 1
+    steps = sample_steps(model, cond, sched, n_samples, **settings)
+    return _collect(steps, cond, n_samples, n_steps, keep_path, progress, settings.get("method", "ancestral"))
 
 
 # ----------------------------------------------------------------------------- conditioning and data

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from .calibration import Conformal, apply_conformal, detected_counts, nearest_k, scaled_interval
 from .detect import evaluate_kdes
-from .diffusion import SAMPLERS, condition, sample, schedule, step_path
+from .diffusion import SAMPLERS, condition, sample_with_path, schedule, step_path
 from .models.deepstorm import DeepSTORM
 from .models.unet import UNet
 from .pretrained import load, stored_calibration
@@ -177,9 +177,8 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     with torch.no_grad():
         yhat = phi.predict(x)
         cond = condition(phi, x, psi.config.cond, yhat=yhat.to(device))
-    out = sample(psi, cond, sched, n_samples, seed=seed, batch_size=batch_size,
-                 progress=progress, keep_path=keep_path, **settings)
-    samples, path = out if keep_path else (out, None)
+    samples, path = sample_with_path(psi, cond, sched, n_samples, seed=seed, batch_size=batch_size,
+                                     progress=progress, keep_path=keep_path, **settings)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
     path_t = _eval_steps(settings, sched.T)
