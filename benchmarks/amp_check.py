@@ -17,6 +17,7 @@ from common import RESULTS, save
 
 import ualm
 from ualm import diffusion as D
+from ualm import sampling as S
 from ualm import pretrained
 from ualm.uncertainty import uncertainty_map
 
@@ -62,15 +63,15 @@ def main() -> None:
             "mean_abs_sample_diff": float((a - b).abs().mean()),
             "std_ratio_autocast_over_float32": float(b.std(1).mean() / a.std(1).mean())}
     print(diff, flush=True)
-    batch_size = D.cuda_batch_size(psi, cond)
+    batch_size = S.cuda_batch_size(psi, cond)
     print("cuda_batch_size:", batch_size, flush=True)
     compiled = None
     if args.compile:
         try:
             psi_c = torch.compile(psi)
-            _, first = timed(lambda: D.sample(psi_c, cond[:2], sched, 2, method="ddim", steps=10,
+            _, first = timed(lambda: S.sample(psi_c, cond[:2], sched, 2, method="ddim", steps=10,
                                               eta=1.0, progress=False), device)
-            _, sec = timed(lambda: D.sample(psi_c, cond, sched, args.samples, method="ddim",
+            _, sec = timed(lambda: S.sample(psi_c, cond, sched, args.samples, method="ddim",
                                             steps=10, eta=1.0, progress=False), device)
             compiled = {"first_call_seconds": first, "seconds": sec}
         except Exception as err:  # noqa: BLE001 (record why, do not stop the check)

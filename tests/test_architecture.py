@@ -9,9 +9,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ualm"
 UPPER = {"train", "models", "pretrained", "profiles", "uncertainty", "localize", "results", "session", "cli",
          "widgets", "plotting", "protocols"}
-LOWER = ["camera", "checks", "config", "defaults", "seeding", "psf", "simulate", "likelihood", "fisher", "mle", "mcmc",
-         "mcmc_result", "diagnostics", "posterior", "detect", "calibration", "diffusion", "oracle", "sources",
-         "tiles", "movie", "render", "export", "tables", "progress", "device", "checkpoints"]
+LOWER = ["camera", "checks", "config", "defaults", "sampling", "seeding", "psf", "simulate", "likelihood",
+         "fisher", "mle", "mcmc", "mcmc_result", "diagnostics", "posterior", "detect", "calibration",
+         "diffusion", "oracle", "sources", "tiles", "movie", "render", "export", "tables", "progress",
+         "device", "checkpoints"]
 
 
 def imported_modules(path: Path) -> set[str]:

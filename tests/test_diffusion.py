@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ualm import diffusion as D
+from ualm import sampling as SP
 from ualm.models.unet import PRESETS, UNet, UNetConfig
 
 
@@ -143,7 +144,7 @@ def gaussian_samples(sched, **kw):
     oracle = GaussianOracle(sched, S)
     cond = torch.full((1, 1, 80, 80), MU, dtype=torch.float64)
     kw.setdefault("n_samples", 16)
-    z = D.sample(oracle, cond, sched, clip=False, progress=False, **kw)
+    z = SP.sample(oracle, cond, sched, clip=False, progress=False, **kw)
     return D.to_net(z)  # back to the network's range, where y_0 ~ N(μ, s²)
 
 
@@ -204,13 +205,13 @@ def test_samples_do_not_depend_on_batch_size():
         nn.init.normal_(p, std=0.05)
     cond = torch.rand(3, 1, 80, 80) * 2 - 1
     kw = dict(method="ddim", start="guided", steps=4, eta=1.0, seed=5, progress=False)
-    a = D.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **kw)
-    b = D.sample(net, cond, D.schedule("paper"), 4, batch_size=5, **kw)
-    c = D.sample(net, cond[1:2], D.schedule("paper"), 4, batch_size=3, first_frame=1, **kw)
+    a = SP.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **kw)
+    b = SP.sample(net, cond, D.schedule("paper"), 4, batch_size=5, **kw)
+    c = SP.sample(net, cond[1:2], D.schedule("paper"), 4, batch_size=3, first_frame=1, **kw)
     assert a.shape == (3, 4, 80, 80)
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(a[1:2], c, atol=1e-5)
-    d = D.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **{**kw, "seed": 6})
+    d = SP.sample(net, cond, D.schedule("paper"), 4, batch_size=12, **{**kw, "seed": 6})
     assert not torch.allclose(a, d)
 
 
@@ -220,15 +221,15 @@ def test_the_path_and_the_step_iterator_agree_with_sample():
     net = tiny_unet()
     cond = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(4)) * 2 - 1
     kw = dict(method="ancestral", start="guided", t0=5, seed=3)
-    s, path = D.sample_with_path(net, cond, D.schedule("paper"), 2, progress=False, **kw)
+    s, path = SP.sample_with_path(net, cond, D.schedule("paper"), 2, progress=False, **kw)
     assert s.shape == (2, 2, 80, 80) and path.shape == (2, 2, 5, 80, 80)
-    torch.testing.assert_close(D.sample(net, cond, D.schedule("paper"), 2, progress=False, **kw), s)
-    steps = list(D.sample_steps(net, cond, D.schedule("paper"), 2, batch_size=3, **kw))
+    torch.testing.assert_close(SP.sample(net, cond, D.schedule("paper"), 2, progress=False, **kw), s)
+    steps = list(SP.sample_steps(net, cond, D.schedule("paper"), 2, batch_size=3, **kw))
     assert [st.t for st in steps[:5]] == [5, 4, 3, 2, 1] and sum(st.last for st in steps) == 2
     last = torch.cat([st.y for st in steps if st.last])
     torch.testing.assert_close(D.from_net(last).reshape(2, 2, 80, 80), s)
     with pytest.raises(TypeError):
-        D.sample(net, cond, D.schedule("paper"), 2, keep_path=True, **kw)
+        SP.sample(net, cond, D.schedule("paper"), 2, keep_path=True, **kw)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -244,23 +245,23 @@ def test_the_path_and_the_step_iterator_agree_with_sample():
 def test_sampler_bad_inputs(kw, match):
     net = tiny_unet()
     with pytest.raises(ValueError, match=match):
-        D.sample(net, torch.zeros(1, 1, 80, 80), D.schedule("paper"), **{"n_samples": 2, **kw})
+        SP.sample(net, torch.zeros(1, 1, 80, 80), D.schedule("paper"), **{"n_samples": 2, **kw})
 
 
 def test_sampler_refuses_nan_condition():
     with pytest.raises(ValueError, match="cond"):
-        D.sample(tiny_unet(), torch.full((1, 1, 80, 80), float("nan")), D.schedule("paper"), 2)
+        SP.sample(tiny_unet(), torch.full((1, 1, 80, 80), float("nan")), D.schedule("paper"), 2)
 
 
 # ----------------------------------------------------------------------------- samplers tested on their spread
 
-@pytest.mark.parametrize("name", sorted(D.POSTERIOR_SAMPLERS))
+@pytest.mark.parametrize("name", sorted(SP.POSTERIOR_SAMPLERS))
 @pytest.mark.parametrize("s", [PIXEL_S, 0.3, EMITTER_S, 2.0])
 def test_posterior_samplers_reproduce_the_true_std(name, s):
     # a sampler offered as a posterior sampler, fed the exact ε̂, on the schedule it is offered
     # with (one that reaches noise), at its own step count: std within 5 % of the truth
     sched = D.schedule("cosine")
-    ratio = std_ratio(sched, s, **D.SAMPLERS[name])
+    ratio = std_ratio(sched, s, **SP.SAMPLERS[name])
     assert ratio == pytest.approx(1.0, abs=0.05), (name, s, ratio)
 
 
@@ -276,7 +277,7 @@ def test_the_sdedit_start_is_narrow_by_construction():
         start = "noise" if name == "cosine" else "guided"
         ratio = std_ratio(D.schedule(name), EMITTER_S, method="ddim", start=start, steps=10, eta=1.0)
         assert ratio < 0.9, (name, ratio)
-    assert not {"guided", "ddim"} & set(D.POSTERIOR_SAMPLERS)
+    assert not {"guided", "ddim"} & set(SP.POSTERIOR_SAMPLERS)
 
 
 def test_oracle_is_checked():

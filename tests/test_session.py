@@ -9,7 +9,8 @@ import torch
 import ualm
 from ualm import device as D
 from ualm import profiles, session
-from ualm.diffusion import amp_dtype, sample, schedule
+from ualm.diffusion import amp_dtype, schedule
+from ualm.sampling import sample
 from ualm.models.unet import UNet, UNetConfig
 
 

@@ -299,7 +299,7 @@ def test_a_stored_calibration_is_checksummed(tmp_path):
 def test_the_default_map_uses_the_bundled_calibration():
     from ualm import pretrained
     from ualm.calibration import Conformal, LEVELS
-    from ualm.diffusion import SAMPLERS
+    from ualm.sampling import SAMPLERS
     from ualm.uncertainty import CALIBRATED_LEVEL, DEFAULT_PSI
     stored = pretrained.stored_calibration(DEFAULT_PSI)  # verifies both checksums
     assert stored is not None and stored["sampler"] in SAMPLERS

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .diffusion import Schedule, sample, to_net
+from .diffusion import Schedule, to_net
+from .sampling import sample
 
 EMITTER_S = 1.0  # network units: an isolated emitter's posterior std along a shift
 PIXEL_S = 0.1  # network units: a typical per-pixel posterior std on an emitter
@@ -36,7 +37,7 @@ class GaussianOracle(nn.Module):
 
 def oracle_draws(sched: Schedule, s: float, mu: float = 0.3, size: int = 40, n_samples: int = 16,
                  seed: int = 0, **settings) -> torch.Tensor:
-    """n_samples × size² draws (network units) of a sampler (`ualm.diffusion.sample` settings:
+    """n_samples × size² draws (network units) of a sampler (`ualm.sampling.sample` settings:
     method, start, t0, steps, eta) fed the oracle for N(mu, s²); clipping is off."""
     cond = torch.full((1, 1, size, size), float(mu), dtype=torch.float64)
     z = sample(GaussianOracle(sched, s), cond, sched, n_samples, clip=False, progress=False,

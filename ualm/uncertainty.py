@@ -13,7 +13,8 @@ from scipy.stats import spearmanr
 
 from .calibration import Conformal, apply_conformal, detected_counts, nearest_k, scaled_interval
 from .detect import evaluate_kdes
-from .diffusion import SAMPLERS, condition, sample_with_path, schedule, step_path
+from .diffusion import condition, schedule, step_path
+from .sampling import SAMPLERS, sample_with_path
 from .models.deepstorm import DeepSTORM
 from .models.unet import UNet
 from .pretrained import load, stored_calibration
@@ -125,7 +126,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
-    DEFAULT_PSI and "deepstorm_quick"). sampler: a name from `ualm.diffusion.SAMPLERS`;
+    DEFAULT_PSI and "deepstorm_quick"). sampler: a name from `ualm.sampling.SAMPLERS`;
     default: the one the bundled calibration was fitted with (for the bundled networks), else
     "ancestral" on a schedule that reaches noise and "ddim" on the paper's. `overrides` (t0,
     steps, eta, clip) change its settings. n_samples K >= 2. Same seed, same samples, whatever
