@@ -60,8 +60,9 @@ def test_results_dir_found_from_the_book():
     assert R.results_dir(ROOT / "book") == RESULTS
 
 
-def test_module_is_data_only():
-    tree = ast.parse((ROOT / "ualm" / "results.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", sorted(p.name for p in (ROOT / "ualm" / "results").glob("*.py")))
+def test_module_is_data_only(module):
+    tree = ast.parse((ROOT / "ualm" / "results" / module).read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not imported & {"matplotlib", "torch", "numpy"}, imported

@@ -1,0 +1,196 @@
+"""Tables of chapters 5–6: the diffusion samplers, and whether their uncertainty is right."""
+from __future__ import annotations
+
+import math
+
+from .store import DASH, Table, _iqr, _missing, _need, _pick, _rows, fmt
+
+
+# ---------------------------------------------------------------- chapter 5
+
+
+def diffusion_fidelity_table(result: dict) -> Table:
+    """Sample mean of each sampler against the truth, beside ŷ = φ(x)."""
+    cols = {"method": "method", "n_samples": "K", "evals": "evals/sample", "seconds_per_frame": "s/frame",
+            "mse": "MSE", "precision": "precision", "recall": "recall", "spearman": "Spearman(std, error)",
+            "mean_std": "mean std"}
+    rows = [_pick(r, cols) for r in _rows(result, "fidelity")]
+    for r in rows:  # ŷ has no samples: its K and evaluations are not counts
+        if r["n_samples"] == 0:
+            r["n_samples"] = r["evals"] = None
+    f = {"n_samples": fmt("d"), "evals": fmt("d"), "seconds_per_frame": fmt(".2f"), "mse": fmt(".3e"),
+         "precision": fmt(".4f"), "recall": fmt(".4f"), "spearman": fmt(".3f"), "mean_std": fmt(".4f")}
+    return Table(rows, cols, f)
+
+
+def diffusion_speed_table(result: dict) -> Table:
+    """Wall time of an uncertainty map of K = 32 samples, per sampler and device."""
+    cols = {"device": "device", "sampler": "sampler", "evals_per_sample": "evals/sample",
+            "one_frame_k32_seconds": "1 frame, K = 32 (s)",
+            "batch16_k32_seconds_from_eval_time": "16 frames, K = 32 (s, from eval time)"}
+    rows = [_pick(r, cols) for r in _rows(result, "speed")]
+    return Table(rows, cols, {"one_frame_k32_seconds": fmt(".2f"),
+                              "batch16_k32_seconds_from_eval_time": fmt(".0f")})
+
+
+def diffusion_t0_table(result: dict) -> Table:
+    cols = {"method": "method", "t0": "t0", "evals": "evals/sample", "mse": "MSE",
+            "mse_over_yhat": "MSE / ŷ's",
+            "precision": "precision", "recall": "recall", "mean_std": "mean std",
+            "seconds_per_frame": "s/frame"}
+    rows = [_pick(r, cols) for r in _rows(result, "rows")]
+    for r in rows:
+        if r["t0"] is None:  # the ŷ row
+            r["evals"], r["mse_over_yhat"] = None, 1.0
+    chosen = result.get("chosen_t0")
+    for r in rows:
+        if chosen is not None and r["t0"] == chosen:
+            r["method"] += " (chosen)"
+    f = {"t0": fmt("d"), "evals": fmt("d"), "mse": fmt(".3e"), "mse_over_yhat": fmt(".3f"),
+         "precision": fmt(".4f"), "recall": fmt(".4f"), "mean_std": fmt(".4f"),
+         "seconds_per_frame": fmt(".2f")}
+    return Table(rows, cols, f)
+
+
+# ---------------------------------------------------------------- chapter 6
+
+
+def uncertainty_table(result: dict) -> Table:
+    """Every method: against MCMC on isolated frames, and calibration on dense frames."""
+    rows = []
+    for name, m in _need(result, "methods").items():
+        iso, dense = m.get("isolated") or {}, m.get("dense") or {}
+        c = dense.get("calibration") or {}
+        rows.append({"method": name, "k": dense.get("samples"), "ratio": _iqr(iso.get("std_ratio")),
+                     "corr": (iso.get("corr") or {}).get("median"),
+                     **_pick(c, ("coverage_50", "coverage_90", "coverage_95", "mean_abs_z")),
+                     "mse": (m.get("fidelity") or {}).get("mse"), "evals": m.get("evals_per_sample"),
+                     "spf": m.get("seconds_per_frame")})
+    cols = {"method": "method", "k": "K", "ratio": "std / MCMC's, median [IQR]", "corr": "map corr.",
+            "coverage_50": "50 %", "coverage_90": "90 %", "coverage_95": "95 %", "mean_abs_z": "mean abs(z)",
+            "mse": "MSE of mean", "evals": "evals/sample", "spf": "s/frame"}
+    f = {"k": fmt("d"), "corr": fmt(".2f"), "coverage_50": fmt(".3f"), "coverage_90": fmt(".3f"),
+         "coverage_95": fmt(".3f"), "mean_abs_z": fmt(".2f"), "mse": fmt(".2e"), "evals": fmt("d"),
+         "spf": fmt(".2f")}
+    return Table(rows, cols, f)
+
+
+def uncertainty_reference_table(result: dict) -> Table:
+    """The MCMC reference (β = 1) and the paper's β = 0.2 maps scored against it."""
+    mc = _need(result, "mcmc")
+    b1, b02 = mc.get("beta1") or {}, mc.get("beta02") or {}
+    rows = [{"method": "MCMC β = 1 (reference)", "ratio": "1 (by definition)", "corr": None,
+             "seconds": b1.get("seconds"), "rhat": b1.get("rhat_max"), "accept": b1.get("accept")},
+            {"method": "MCMC β = 0.2 (the paper's)", "ratio": _iqr(b02.get("std_ratio")),
+             "corr": (b02.get("corr") or {}).get("median"), "seconds": b02.get("seconds"), "rhat": None,
+             "accept": None}]
+    cols = {"method": "method", "ratio": "std / β = 1's, median [IQR]", "corr": "map corr.",
+            "seconds": "seconds (all frames)", "rhat": "max R-hat", "accept": "acceptance"}
+    return Table(rows, cols, {"corr": fmt(".3f"), "seconds": fmt(".1f"), "rhat": fmt(".3f"),
+                              "accept": fmt(".3f")})
+
+
+def uncertainty_emitter_table(result: dict) -> Table:
+    """Per emitter on dense frames: position spread across samples against error and CRLB."""
+    rows = [{"method": name, **_pick((m.get("dense") or {}).get("emitter") or {},
+                                     ("matched", "rmse_px", "median_spread_px", "median_crlb_px",
+                                      "spread_over_crlb_median", "z_std"))}
+            for name, m in _need(result, "methods").items()]
+    cols = {"method": "method", "matched": "emitters", "rmse_px": "RMSE (px)",
+            "median_spread_px": "median spread (px)", "median_crlb_px": "median CRLB (px)",
+            "spread_over_crlb_median": "spread / CRLB", "z_std": "std of z"}
+    f = {"rmse_px": fmt(".3f"), "median_spread_px": fmt(".3f"), "median_crlb_px": fmt(".3f"),
+         "spread_over_crlb_median": fmt(".2f"), "z_std": fmt(".2f")}
+    return Table(rows, cols, f)
+
+
+# ---------------------------------------------------------------- posterior_test (issue 16)
+
+def _ci(c: dict | None, spec: str = ".3f") -> str:
+    """'value [lo, hi]' of a {value, ci95} dict of benchmarks/posterior.py."""
+    if not c or _missing(c.get("value")):
+        return DASH
+    lo, hi = c["ci95"]
+    return f"{c['value']:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def posterior_coverage_table(result: dict) -> Table:
+    """Coverage of the default map's central intervals at each level, raw and calibrated, with
+    bootstrap 95 % intervals over frames, at the default K and at a small K (its first samples)."""
+    dense, small = _need(result, "dense"), result.get("dense_small") or {}
+    k, ks = dense["samples"], small.get("samples")
+    rows = [{"level": float(lv), "raw": _ci(dense["raw"].get(str(lv))),
+             "calibrated": _ci(dense["calibrated"].get(str(lv))),
+             "small": _ci((small.get("calibrated") or {}).get(str(lv)))} for lv in dense["levels"]]
+    cols = {"level": "nominal", "raw": f"raw, K = {k}", "calibrated": f"calibrated, K = {k}",
+            "small": f"calibrated, K = {ks}" if ks else "calibrated, small K"}
+    return Table(rows, cols, {"level": fmt(".2f")})
+
+
+def posterior_density_table(result: dict) -> Table:
+    """90 % coverage per class of true emitter count, raw and calibrated."""
+    rows = [{"emitters": f"{b['emitters'][0]}–{b['emitters'][1]}", "frames": b["frames"],
+             "raw": _ci(b.get("raw")), "calibrated": _ci(b.get("calibrated"))}
+            for b in _need(result, "dense", "by_density")]
+    return Table(rows, {"emitters": "true emitters", "frames": "frames", "raw": "raw 90 %",
+                        "calibrated": "calibrated 90 %"}, {})
+
+
+def posterior_summary_table(result: dict) -> Table:
+    """The issue's other bars: isolated std ratio and map correlation against β = 1 MCMC, mean
+    MSE against ŷ, mean |z| against its value for a perfect sampler at K, time, misses."""
+    iso, dense = _need(result, "isolated"), _need(result, "dense")
+    misses = dense.get("misses") or {}
+    rows = [
+        {"what": "isolated: total std / β = 1 MCMC's, median [IQR], raw", "value": _iqr(iso["raw"]["std_ratio"])},
+        {"what": "isolated: the same, calibrated", "value": _iqr(iso["calibrated"]["std_ratio"])},
+        {"what": "isolated: std-map correlation with MCMC, median [IQR]", "value": _iqr(iso["raw"]["corr"], ".3f")},
+        {"what": "dense: MSE of the sample mean / MSE of ŷ", "value": f"{dense['mse'] / dense['yhat_mse']:.3f}"},
+        {"what": f"dense: mean abs(z), raw / calibrated / a perfect sampler at K = {dense['samples']}",
+         "value": f"{dense['mean_abs_z_raw']:.2f} / {dense['mean_abs_z_calibrated']:.2f} / "
+                  f"{dense['mean_abs_z_ideal']:.2f}"},
+        {"what": "dense: calibrated 90 % coverage near true emitters that the mean misses / elsewhere",
+         "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
+        {"what": "dense: share of the uncovered pixels near missed emitters",
+         "value": f"{misses.get('share_of_uncovered_near_missed', math.nan):.3f}"},
+        {"what": "seconds for one calibrated K = 32 map of one frame",
+         "value": f"{result.get('seconds_one_frame_k32', math.nan):.1f}"},
+    ]
+    return Table(rows, {"what": "measure", "value": "value"}, {})
+
+
+def posterior_compare_table(result: dict) -> Table:
+    """Every method calibrated the same way, on the same held-out pixels: calibrated 90 % coverage
+    and mean width, the width with one factor fitted to cover exactly 90 % of these pixels
+    (sharpness at equal coverage), proper scores of the calibrated samples (lower is better),
+    MSE of the mean. A method no scale can calibrate is scored raw, marked."""
+    rows = []
+    for name, m in _need(result, "methods").items():
+        sc = m.get("calibrated") or m["raw"]
+        rows.append({"method": name + ("" if m.get("calibrated") else " (not calibratable: raw)"),
+                     "cov": _ci(m["coverage_90"]), "width": m["width_90"],
+                     "exact": (m.get("at_exactly_90") or {}).get("width"), "crps": sc["crps"],
+                     "energy": sc["energy"], "mse": m["mse"]})
+    return Table(rows, {"method": "method", "cov": "90 % coverage", "width": "mean width",
+                        "exact": "mean width at exactly 90 %", "crps": "CRPS", "energy": "energy score",
+                        "mse": "MSE of the mean"},
+                 {"width": fmt(".3f"), "exact": fmt(".3f"), "crps": fmt(".4f"), "energy": fmt(".2f"),
+                  "mse": fmt(".4f")})
+
+
+def posterior_shift_table(result: dict) -> Table:
+    """90 % coverage, raw and calibrated, on frames away from the training distribution."""
+    rows = [{"shift": label, "raw": _ci(r.get("raw_90")), "calibrated": _ci(r.get("calibrated_90")),
+             "mse": r["mse"] / r["yhat_mse"]} for label, r in _need(result, "shift").items()]
+    return Table(rows, {"shift": "frames", "raw": "raw 90 %", "calibrated": "calibrated 90 %",
+                        "mse": "MSE / ŷ's"}, {"mse": fmt(".2f")})
+
+
+def uncertainty_reliability_series(result: dict) -> dict:
+    """method -> (nominal levels, observed coverage) on dense frames, for a reliability plot."""
+    out = {}
+    for name, m in _need(result, "methods").items():
+        rel = (m.get("dense") or {}).get("reliability") or {}
+        if rel.get("levels") and rel.get("coverage"):
+            out[name] = (list(rel["levels"]), list(rel["coverage"]))
+    return out
