@@ -147,7 +147,13 @@ def pages(server, browser):
             // a cell's stderr (warnings, tracebacks) is rendered in an output of its own
             const stderr = Array.from(main.querySelectorAll('.output.stderr, .stderr'))
                 .map(e => e.textContent.trim().slice(0, 120)).filter(Boolean);
-            return {raw_tables: raw, wide_math: wide, bad_images: badImg,
+            // numbers as a reader writes them: no e-notation, no raw NaN (code and its printout aside)
+            const prose = main.cloneNode(true);
+            prose.querySelectorAll('pre, code, .highlight, mjx-container').forEach(e => e.remove());
+            const machine = [...(prose.textContent.match(/\b\d+(\.\d+)?e[-+]\d+\b/g) || []),
+                             ...Array.from(prose.querySelectorAll('td')).map(td => td.textContent.trim())
+                                  .filter(t => /^[-+]?nan$/i.test(t))].slice(0, 5);
+            return {raw_tables: raw, wide_math: wide, bad_images: badImg, machine_numbers: machine,
                     math_nodes: document.querySelectorAll('mjx-container').length,
                     unrendered_math: mathSource,
                     math_errors: mathErrors, stderr: stderr,
@@ -188,6 +194,12 @@ def test_page_has_no_math_errors(pages, doc):
 def test_page_shows_no_stderr(pages, doc):
     """Warnings and tracebacks belong in the test log, not on a reader's page."""
     assert not pages[doc]["stderr"], pages[doc]["stderr"]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_numbers_are_for_people(pages, doc):
+    """Tables and prose write 6.5 × 10⁻³, not 6.45e-03, and "—" for a missing value, not nan."""
+    assert not pages[doc]["machine_numbers"], pages[doc]["machine_numbers"]
 
 
 @pytest.mark.parametrize("doc", PAGES)

@@ -190,11 +190,11 @@ def test_tiny_uncertainty_result():
                   "beta02": {"seconds": 1.0, "std_ratio": _quartiles(2.2), "corr": _quartiles(0.99)}},
          "methods": {"MC dropout (φ, p = 0.1)": method, "no dense part yet": {"isolated": {}}}}
     lines = markdown_table(*R.uncertainty_table(r)).splitlines()
-    assert lines[2] == "| MC dropout (φ, p = 0.1) | 8 | 1.10 [1.00, 1.20] | 0.60 | 0.400 | 0.800 | 0.850 " \
-                       "| 1.50 | 6.00e-03 | 1 | 0.03 |"
+    assert lines[2] == "| MC dropout (φ, p = 0.1) | 8 | 1.10\u00a0[1.00,\u00a01.20] | 0.60 | 0.400 | 0.800 | 0.850 " \
+                       "| 1.50 | 6.00\u00a0×\u00a010⁻³ | 1 | 0.03 |"
     assert lines[3] == "| no dense part yet | — | — | — | — | — | — | — | — | — | — |"
     ref = markdown_table(*R.uncertainty_reference_table(r)).splitlines()
-    assert ref[3] == "| MCMC β = 0.2 (the paper's) | 2.20 [2.10, 2.30] | 0.990 | 1.0 | — | — |"
+    assert ref[3] == "| MCMC β = 0.2 (the paper's) | 2.20\u00a0[2.10,\u00a02.30] | 0.990 | 1.0 | — | — |"
     emitters = markdown_table(*R.uncertainty_emitter_table(r)).splitlines()
     assert emitters[2] == "| MC dropout (φ, p = 0.1) | 7 | 0.200 | 0.100 | 0.080 | 1.25 | 2.00 |"
     assert R.uncertainty_reliability_series(r) == {"MC dropout (φ, p = 0.1)": ([0.5, 0.9], [0.4, 0.8])}

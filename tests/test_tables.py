@@ -1,7 +1,7 @@
 """The markdown table helper of the chapters."""
 import pytest
 
-from ualm.tables import markdown_table
+from ualm.tables import markdown_table, readable
 
 
 class _Result:
@@ -19,3 +19,11 @@ def test_markdown_table():
     assert markdown_table([_Result()], ["tp", "recall"]).splitlines()[-1] == "| 1 | 1 |"
     with pytest.raises(KeyError, match="missing"):
         markdown_table(rows, ["missing"])
+
+
+def test_numbers_read_as_people_write_them():
+    """E-notation becomes a power of ten that does not break across lines; NaN and None are "—"."""
+    rows = [{"mse": 6.45e-3, "big": 1.2e12, "none": None, "nan": float("nan"), "one": 3.0e0}]
+    text = markdown_table(rows, formats={"mse": ".2e", "big": ".1e", "one": ".1e"}).splitlines()[-1]
+    assert text == "| 6.45\u00a0×\u00a010⁻³ | 1.2\u00a0×\u00a010¹² | — | — | 3.0 |"
+    assert readable("0.0065") == "0.0065" and readable("method nan-free") == "method nan-free"

@@ -6,17 +6,39 @@ metrics of `ualm.detect`). Show the table in a notebook with
 """
 from __future__ import annotations
 
+import math
+import re
 from numbers import Integral, Real
 
-__all__ = ["markdown_table"]
+__all__ = ["markdown_table", "readable"]
+
+_E_NOTATION = re.compile(r"^([-+]?\d+(?:\.\d+)?)e([-+])0*(\d+)$")
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+NBSP = "\u00a0"  # keeps "6.5 × 10⁻³" on one line in a narrow column
+
+
+def readable(text: str) -> str:
+    """A formatted number as a reader writes it: "6.45e-03" -> "6.45 × 10⁻³", "nan" -> "—"."""
+    if text.strip().lower() in ("nan", "-nan"):
+        return "—"
+    m = _E_NOTATION.match(text.strip())
+    if not m:
+        return text
+    mantissa, sign, exponent = m.groups()
+    if exponent == "0":
+        return mantissa
+    power = ("-" if sign == "-" else "") + exponent
+    return f"{mantissa}{NBSP}×{NBSP}10{power.translate(_SUPERSCRIPT)}"
 
 
 def _cell(value, fmt) -> str:
     # a "|" inside a cell would end it and shift the row ("mean |z|"): escape it
-    return _text(value, fmt).replace("|", "\\|")
+    return readable(_text(value, fmt)).replace("|", "\\|")
 
 
 def _text(value, fmt) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
     if callable(fmt):
         return str(fmt(value))
     if fmt is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .store import DASH, Table, _iqr, _missing, _need, _pick, _rows, fmt
+from .store import DASH, Table, _iqr, _missing, _need, _pick, _rows, fmt, interval
 
 
 # ---------------------------------------------------------------- chapter 5
@@ -111,7 +111,7 @@ def _ci(c: dict | None, spec: str = ".3f") -> str:
     if not c or _missing(c.get("value")):
         return DASH
     lo, hi = c["ci95"]
-    return f"{c['value']:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+    return interval(c["value"], lo, hi, spec)
 
 
 def posterior_coverage_table(result: dict) -> Table:

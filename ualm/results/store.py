@@ -228,7 +228,12 @@ def _iqr(q: dict | None, spec: str = ".2f") -> str:
     """'median [q25, q75]' of a quartiles dict of benchmarks/uncertainty.py."""
     if not q or _missing(q.get("median")):
         return DASH
-    return f"{q['median']:{spec}} [{q['q25']:{spec}}, {q['q75']:{spec}}]"
+    return interval(q["median"], q["q25"], q["q75"], spec)
+
+
+def interval(value, lo, hi, spec: str = ".3f") -> str:
+    """'value [lo, hi]' with no-break spaces: an interval never wraps inside a table cell."""
+    return f"{value:{spec}}\u00a0[{lo:{spec}},\u00a0{hi:{spec}}]"
 
 
 def _rows(result: dict, key: str) -> list:
