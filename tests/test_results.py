@@ -22,7 +22,11 @@ TABLES = {
     "deepstorm": [R.deepstorm_table, R.deepstorm_isolated_table, R.deepstorm_throughput_table],
     "diffusion_t0": [R.diffusion_t0_table],
     "diffusion": [R.diffusion_fidelity_table, R.diffusion_speed_table],
-    "diffusion_frame": [R.diffusion_fidelity_table, R.diffusion_speed_table],
+    "oracle_spread": [R.oracle_spread_table],
+    "posterior_validation": [R.posterior_validation_table],
+    "posterior_exact": [R.posterior_exact_table],
+    "posterior_condition": [R.posterior_condition_table],
+    "posterior_frame": [R.posterior_frame_table],
     "uncertainty": [R.uncertainty_table, R.uncertainty_reference_table, R.uncertainty_emitter_table],
     "posterior_test": [R.posterior_coverage_table, R.posterior_density_table, R.posterior_summary_table,
                        R.posterior_shift_table],
@@ -31,6 +35,7 @@ TABLES = {
     "compute_costs": [R.compute_costs_table],
     "estimates": [R.chapter_estimates_table],
     "busy_neighbour": [R.busy_neighbour_table, R.busy_chapter_table],
+    "peer_picasso": [R.peer_movie_table, R.peer_mle_table],
 }
 
 

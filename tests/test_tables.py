@@ -27,3 +27,10 @@ def test_numbers_read_as_people_write_them():
     text = markdown_table(rows, formats={"mse": ".2e", "big": ".1e", "one": ".1e"}).splitlines()[-1]
     assert text == "| 6.45\u00a0×\u00a010⁻³ | 1.2\u00a0×\u00a010¹² | — | — | 3.0 |"
     assert readable("0.0065") == "0.0065" and readable("method nan-free") == "method nan-free"
+
+
+def test_sci_shows_as_a_power_of_ten_and_stays_a_number():
+    from ualm.tables import Sci
+    v = Sci(3.24e-7, ".1e")
+    assert repr(v) == str(v) == "3.2\u00a0×\u00a010⁻⁷"
+    assert v == 3.24e-7 and v * 2 == 6.48e-7

@@ -10,7 +10,7 @@ import math
 import re
 from numbers import Integral, Real
 
-__all__ = ["markdown_table", "readable"]
+__all__ = ["Sci", "markdown_table", "readable"]
 
 _E_NOTATION = re.compile(r"^([-+]?\d+(?:\.\d+)?)e([-+])0*(\d+)$")
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -29,6 +29,21 @@ def readable(text: str) -> str:
         return mantissa
     power = ("-" if sign == "-" else "") + exponent
     return f"{mantissa}{NBSP}×{NBSP}10{power.translate(_SUPERSCRIPT)}"
+
+
+class Sci(float):
+    """A number that shows as a reader writes it: `glue("err", Sci(3.2e-7, ".1e"))` puts
+    "3.2 × 10⁻⁷" in the prose through `{glue:text}`err`` (no format spec: the text is the repr)."""
+
+    def __new__(cls, value, spec: str = ".1e"):
+        self = super().__new__(cls, value)
+        self.spec = spec
+        return self
+
+    def __repr__(self) -> str:
+        return readable(format(float(self), self.spec))
+
+    __str__ = __repr__
 
 
 def _cell(value, fmt) -> str:

@@ -9,7 +9,7 @@ A value a result does not record shows as "—" in its table. A result that lack
 is built from (its "rows", say) raises `ResultsError` naming the file and the key.
 
 Split by concern: `store` (files, provenance, formats), `classical` (chapters 1–4),
-`posterior` (chapters 5–6), `costs` (run times and network costs).
+`posterior` (chapters 5–6), `movie` (chapter 7), `costs` (run times and network costs).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .store import (  # noqa: F401
     ResultsError,
     Table,
     fmt,
+    current,
     load,
     load_all,
     overview_table,
@@ -39,8 +40,14 @@ from .posterior import (  # noqa: F401
     diffusion_fidelity_table,
     diffusion_speed_table,
     diffusion_t0_table,
+    SWAPS,
     posterior_compare_table,
+    posterior_condition_table,
     posterior_coverage_table,
+    posterior_exact_table,
+    oracle_spread_table,
+    posterior_frame_table,
+    posterior_validation_table,
     posterior_density_table,
     posterior_shift_table,
     posterior_summary_table,
@@ -48,6 +55,11 @@ from .posterior import (  # noqa: F401
     uncertainty_reference_table,
     uncertainty_reliability_series,
     uncertainty_table,
+)
+from .movie import (  # noqa: F401
+    PEER_LABELS,
+    peer_mle_table,
+    peer_movie_table,
 )
 from .costs import (  # noqa: F401
     busy_chapter_table,
@@ -75,13 +87,23 @@ __all__ = [
     "diffusion_speed_table",
     "diffusion_t0_table",
     "fmt",
+    "current",
     "load",
     "load_all",
     "mcmc_ess_table",
     "mcmc_speed_table",
     "mle_table",
     "overview_table",
+    "peer_mle_table",
+    "peer_movie_table",
+    "PEER_LABELS",
+    "SWAPS",
     "posterior_compare_table",
+    "posterior_condition_table",
+    "posterior_exact_table",
+    "oracle_spread_table",
+    "posterior_frame_table",
+    "posterior_validation_table",
     "posterior_coverage_table",
     "posterior_density_table",
     "posterior_shift_table",

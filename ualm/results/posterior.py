@@ -194,3 +194,91 @@ def uncertainty_reliability_series(result: dict) -> dict:
         if rel.get("levels") and rel.get("coverage"):
             out[name] = (list(rel["levels"]), list(rel["coverage"]))
     return out
+
+
+SWAPS = ("right condition", "yhat from another frame", "frame from another frame")
+_SWAP_COLS = {SWAPS[0]: "loss, right condition", SWAPS[1]: "ŷ from another frame",
+              SWAPS[2]: "frame from another frame"}
+
+
+def posterior_condition_table(result: dict) -> Table:
+    """Each Ψ's training loss at t = T with its condition, and with one channel of it taken from
+    another frame (benchmarks/posterior.py condition): how much it reads each channel."""
+    rows = [{"psi": w, **{k: v.get(k) for k in SWAPS}} for w, v in _need(result, "loss_at_T").items()]
+    return Table(rows, {"psi": "Ψ", **_SWAP_COLS}, {k: fmt(".3g") for k in SWAPS})
+
+
+def posterior_frame_table(result: dict) -> Table:
+    """Ψ_v(ŷ) against Ψ_v(ŷ, x), sampled alike and scored raw (benchmarks/posterior.py frame)."""
+    rows = []
+    for label, r in _need(result, "candidates").items():
+        loss = r.get("loss_at_T") or {}
+        rows.append({"psi": label, "ratio": _iqr((r.get("isolated") or {}).get("std_ratio")),
+                     "corr": ((r.get("isolated") or {}).get("corr") or {}).get("median"),
+                     "cov90": (r.get("dense") or {}).get("coverage_90"),
+                     "absz": (r.get("dense") or {}).get("mean_abs_z"),
+                     "mse": r["mse"] / r["yhat_mse"] if r.get("yhat_mse") else None,
+                     "loss": loss.get(SWAPS[0]), "loss_y": loss.get(SWAPS[1]), "loss_x": loss.get(SWAPS[2])})
+    cols = {"psi": "Ψ, sampler", "ratio": "std / MCMC, median [IQR]", "corr": "map corr.",
+            "cov90": "90 % coverage (raw)", "absz": "mean abs(z)", "mse": "MSE / ŷ's", "loss": "loss at T",
+            "loss_y": "ŷ swapped", "loss_x": "frame swapped"}
+    return Table(rows, cols, {"corr": fmt(".2f"), "cov90": fmt(".3f"), "absz": fmt(".2f"), "mse": fmt(".2f"),
+                              "loss": fmt(".3g"), "loss_y": fmt(".3g"), "loss_x": fmt(".3g")})
+
+
+_EXACT = {"mcmc_K32": "MCMC, K = 32 draws", "mcmc_K256": "MCMC, K = 256 draws",
+          "diffusion_raw": "Ψ_v, raw", "diffusion_calibrated": "Ψ_v, calibrated"}
+
+
+def posterior_exact_table(result: dict) -> Table:
+    """Coverage of the exact posterior's draws on isolated emitters, where the posterior is known
+    (benchmarks/posterior.py exact): the ceiling a K-sample interval can reach, beside Ψ_v."""
+    rows = []
+    for key, r in _need(result, "rows").items():
+        c = r.get("coverage") or {}
+        scale = r.get("needed_scale_90", r.get("scale_90_applied"))
+        if isinstance(scale, list):  # one scale per class of detected count: all alike here
+            scale = scale[0] if len(set(scale)) == 1 else None
+        rows.append({"method": _EXACT.get(key, key), **{lv: c.get(lv) for lv in ("0.5", "0.8", "0.9", "0.95")},
+                     "scale": scale,
+                     "kind": "needed" if "needed_scale_90" in r else "applied"})
+    cols = {"method": "samples", "0.5": "50 %", "0.8": "80 %", "0.9": "90 %", "0.95": "95 %",
+            "scale": "scale for 90 %", "kind": "scale is"}
+    return Table(rows, cols, {lv: fmt(".3f") for lv in ("0.5", "0.8", "0.9", "0.95")} | {"scale": fmt(".3f")})
+
+
+def oracle_spread_table(result: dict, spread: str = "1.0") -> Table:
+    """Sample std / true std with an exact ε-oracle (benchmarks/oracle_spread.py), per schedule
+    and sampler: the paper's guided start at t0 and DDIM (η = 1) by steps, at one posterior
+    spread (a multiple of the isolated emitter's)."""
+    rows = []
+    for name, sch in _need(result, "schedules").items():
+        sp = _need(sch, "spreads", spread) if spread in (sch.get("spreads") or {}) else {}
+        start = "guided start" if sch.get("ddim_start") == "guided" else "from noise"
+        for t0, v in (sp.get("sdedit_t0") or {}).items():
+            rows.append({"schedule": name, "sampler": f"guided start at t0 = {t0}", "ratio": v})
+        for steps, v in (sp.get("ddim_eta1") or {}).items():
+            rows.append({"schedule": name, "sampler": f"DDIM {steps} steps, η = 1, {start}", "ratio": v})
+        anc = (sch.get("ancestral_from_noise") or {}).get(spread)
+        if anc is not None:
+            rows.append({"schedule": name, "sampler": "ancestral, all steps, from noise", "ratio": anc})
+    return Table(rows, {"schedule": "schedule", "sampler": "sampler", "ratio": "sample std / true std"},
+                 {"ratio": fmt(".2f")})
+
+
+def posterior_validation_table(result: dict) -> Table:
+    """The candidate samplers on validation frames, and the one the rule chose
+    (benchmarks/posterior.py validate)."""
+    choice = result.get("choice")
+    rows = []
+    for label, r in _need(result, "candidates").items():
+        d = r.get("dense") or {}
+        rows.append({"sampler": label + (" (chosen)" if label == choice else ""),
+                     "ratio": _iqr((r.get("isolated") or {}).get("std_ratio")),
+                     "cov90": d.get("coverage_90"), "absz": d.get("mean_abs_z"),
+                     "mse": r["mse"] / r["yhat_mse"] if r.get("yhat_mse") else None,
+                     "evals": r.get("evals_per_sample"), "spf": r.get("seconds_per_frame_k32")})
+    cols = {"sampler": "sampler", "ratio": "std / MCMC, median [IQR]", "cov90": "90 % coverage (raw)",
+            "absz": "mean abs(z)", "mse": "MSE / ŷ's", "evals": "evals/sample", "spf": "s, K = 32"}
+    return Table(rows, cols, {"cov90": fmt(".3f"), "absz": fmt(".2f"), "mse": fmt(".2f"), "evals": fmt("d"),
+                              "spf": fmt(".1f")})

@@ -29,9 +29,6 @@ BENCHMARKS = {
                               ("diffusion_quick",)),
     "diffusion": Benchmark("Diffusion samplers, Ψ(ŷ)", "5", "python benchmarks/diffusion.py",
                            ("diffusion_quick",)),
-    "diffusion_frame": Benchmark("Diffusion samplers, Ψ(ŷ, x)", "6",
-                                 "python benchmarks/diffusion.py --weights diffusion_frame_quick "
-                                 "--out benchmarks/results/diffusion_frame.json", ("diffusion_frame_quick",)),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
     "posterior_test": Benchmark("The default uncertainty map, calibrated, on held-out frames", "6",
                                 "python benchmarks/posterior.py test", ("diffusion_v",)),
@@ -39,6 +36,19 @@ BENCHMARKS = {
                                    "python benchmarks/posterior.py compare",
                                    ("diffusion_v", "deepstorm_quick", "deepstorm_ens0", "deepstorm_ens1",
                                     "deepstorm_ens2", "deepstorm_ens3", "deepstorm_ens4")),
+    "peer_picasso": Benchmark("ualm beside Picasso on one movie", "7",
+                              ".venv-picasso/bin/python benchmarks/peer_picasso.py", ("deepstorm_quick",)),
+    "posterior_validation": Benchmark("Choosing the posterior sampler on validation frames", "6",
+                                      "python benchmarks/posterior.py validate", ("diffusion_v",)),
+    "posterior_exact": Benchmark("Isolated emitters, where the posterior is exact", "6",
+                                 "python benchmarks/posterior.py exact", ("diffusion_v",)),
+    "posterior_condition": Benchmark("What each Ψ reads of its condition", "6",
+                                     "python benchmarks/posterior.py condition",
+                                     ("diffusion_v", "diffusion_quick", "diffusion_frame_quick")),
+    "posterior_frame": Benchmark("Ψ_v(ŷ) against Ψ_v(ŷ, x)", "6", "python benchmarks/posterior.py frame",
+                                 ("diffusion_v", "diffusion_frame_v")),
+    "oracle_spread": Benchmark("Samplers' spread with an exact ε-oracle", "5",
+                               "python benchmarks/oracle_spread.py", ()),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
     "compute_costs": Benchmark("Network costs and GPU estimates", "4, 5",
                                "python benchmarks/compute_costs.py", ()),
@@ -153,6 +163,19 @@ def _weights_part(result: dict, bundled) -> str:
     if unknown:
         return text
     return text + (" (the bundled ones)" if len(shas) == 1 else ", all the bundled ones")
+
+
+def current(result: dict | None, *weights: str, bundled=None) -> bool:
+    """Whether `result` exists and describes the bundled weights: those named, or all that it
+    records. A chapter quotes a result only when it is current; otherwise it says so."""
+    if result is None:
+        return False
+    shas = result.get("weights_sha256") or {}
+    if isinstance(shas, str):
+        shas = {result.get("weights") or (weights[0] if weights else "?"): shas}
+    lookup = bundled if bundled is not None else _bundled_sha
+    lookup = lookup.get if isinstance(lookup, dict) else lookup
+    return all(w in shas and shas[w] == lookup(w) for w in (weights or shas))
 
 
 def provenance(result: dict, writer: str | None = None, bundled=None) -> str:
