@@ -193,3 +193,12 @@ def test_uncertainty_explorer_builds():
     box = widgets.uncertainty_explorer(maps, truth=y)
     assert isinstance(box, W.VBox)
     plt.close("all")
+
+
+def test_series_styles_are_distinct():
+    from ualm.plotting import series_styles
+    styles = series_styles([f"m{i}" for i in range(13)])
+    pairs = {(s["color"], s["marker"]) for s in styles.values()}
+    assert len({s["color"] for s in styles.values()}) == 13 and len(pairs) == 13
+    with pytest.raises(ValueError, match="too many"):
+        series_styles(range(21))

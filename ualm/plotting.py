@@ -225,3 +225,17 @@ def cov_ellipse(ax, mean, cov, n_std: float = 1.0, **kw):
     patch = Ellipse(tuple(m), w, h, angle=angle, **kw)
     ax.add_patch(patch)
     return patch
+
+
+_MARKERS = "osD^v<>ph*"
+
+
+def series_styles(names) -> dict:
+    """name -> {"color", "marker"}: distinct for up to 20 series (tab20's ten dark colours, then
+    its ten light ones, each with its own marker), so that a legend of 13 methods has no twins."""
+    names = list(names)
+    if len(names) > 20:
+        raise ValueError(f"{len(names)} series are too many to tell apart; plot fewer")
+    tab20 = plt.get_cmap("tab20").colors
+    return {name: {"color": tab20[2 * (i % 10) + i // 10], "marker": _MARKERS[(i + 3 * (i // 10)) % 10]}
+            for i, name in enumerate(names)}
