@@ -40,9 +40,19 @@ def deepstorm_figure(model, photons: float = I0, n_emitters: int = COUNT, seed: 
         pred = detect.detect(img, sigma_y=sigma_y, threshold=float(threshold), refine=refine)
         ip, it, _ = detect.match(pred, truth)
         m = detect.localization_metrics([pred], truth[None])
-        plotting.show_kde(ax, img, title=f"{name}\nP = {m.precision:.2f}, R = {m.recall:.2f}",
+        plotting.show_kde(ax, img, title=f"{name}\nprecision {m.precision:.2f}, recall {m.recall:.2f}",
                           label="KDE (peak-normalised)", vmin=0, vmax=1)
-        plotting.draw_matches(ax, pred, truth, (ip, it), legend=ax is axes[1])
+        # where the KDE clears the threshold: what the slider moves, even when the detections
+        # do not change (a bright emitter peaks near 1, far above any threshold)
+        h, w = img.shape[-2:]
+        ax.contour(plotting.to_numpy(img), levels=[float(threshold)], colors="w", linewidths=0.8,
+                   linestyles="--", extent=plotting.frame_extent((h // 4, w // 4)), origin="upper")
+        plotting.draw_matches(ax, pred, truth, (ip, it), legend=False)
+    handles, names = axes[1].get_legend_handles_labels()
+    names = [n.split(" (")[0] for n in names]  # the counts differ between the two panels
+    handles.append(plt.Line2D([], [], color="k", ls="--", lw=0.8))
+    names.append(f"KDE = threshold {threshold:g}")
+    fig.legend(handles, names, loc="outside lower center", ncol=5, fontsize=9)
     fig.suptitle(f"i0 = {photons:.0f} photons, {int(n_emitters)} emitters, threshold {threshold:g}, "
                  f"refine = {refine}", fontsize=10)
     return fig
