@@ -278,3 +278,31 @@ def test_sidebar_toggles_work(server, browser, width):
         assert len(searches) <= 1, "a second search box is shown"
     finally:
         browser.set_window_size(WIDTH, 900)
+
+
+@pytest.mark.parametrize("doc", ["book/05_diffusion", "book/06_calibration", "results"])
+def test_phone_keeps_figures_and_equations_readable(server, browser, doc):
+    """At 400 px a figure is not squeezed below 80 % of its size (its labels would fall under
+    8 px): it scrolls sideways in its output box; and every display equation can be scrolled to
+    (the number of a numbered one included)."""
+    try:
+        browser.set_window_size(400, 900)
+        load(browser, page_url(server, doc))
+        info = browser.execute_script(r"""
+            const main = document.querySelector('article.bd-article') || document.body;
+            const squeezed = Array.from(main.querySelectorAll('div.cell_output img'))
+                .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width < 0.8 * i.naturalWidth)
+                .map(i => `${Math.round(i.getBoundingClientRect().width)} of ${i.naturalWidth} px`);
+            const column = main.getBoundingClientRect();
+            const lost = Array.from(main.querySelectorAll('mjx-container[display="true"]')).filter(c => {
+                const box = c.getBoundingClientRect();
+                let s = c; while (s && s !== main && !['auto', 'scroll'].includes(getComputedStyle(s).overflowX))
+                    s = s.parentElement;
+                return box.left < column.left - 1 || (box.right > column.right + 1 && (!s || s === main));
+            }).map(c => c.textContent.slice(0, 40));
+            return {squeezed: squeezed.slice(0, 5), lost: lost.slice(0, 5)};
+        """)
+        assert not info["squeezed"], f"figures squeezed at 400 px: {info['squeezed']}"
+        assert not info["lost"], f"equations out of reach at 400 px: {info['lost']}"
+    finally:
+        browser.set_window_size(WIDTH, 900)
