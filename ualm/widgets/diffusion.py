@@ -12,8 +12,10 @@ from .static import MAX_STATES
 
 def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame: int = 0):
     """The reverse process of one chain of a `SampleResult` kept with keep_path=True: the
-    condition ŷ, the network's ŷ_0 of chain `sample` after step `step`, the spread (std over
-    the K chains) of ŷ_0 at that step, and the truth (if given). KDE units."""
+    network's ŷ_0 of chain `sample` after step `step`, how that chain differs from the mean of
+    the K chains, the spread (std over the chains) at that step, and the truth (if given, else
+    the condition ŷ). KDE units; the difference and the std keep one colour scale over all steps,
+    so that moving the sliders shows what changes."""
     if result.path is None:
         raise ValueError("result has no path: call uncertainty_map(..., keep_path=True)")
     path = result.path[frame].float().cpu()  # (K, S, H, W)
@@ -23,17 +25,23 @@ def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame:
     if not 0 <= sample < n_samples:
         raise ValueError(f"sample must be in [0, {n_samples}), got {sample}")
     t = result.info["path_t"][step]
-    panels = [(result.yhat[frame].float().cpu(), "condition ŷ = φ(x)"),
-              (path[sample, step], f"chain {sample}: ŷ_0 at t = {t}"),
-              (path[:, step].std(0), f"std over {n_samples} chains at t = {t}")]
-    if truth is not None:
-        panels.append((truth.float().cpu(), "truth y"))
-    fig, axes = plotting.subplots(len(panels), width=3.2, height=3.0)
-    for k, (ax, (img, title)) in enumerate(zip(axes, panels)):
-        std_panel = k == 2
-        plotting.show_kde(ax, img, title=title, label="std (KDE units)" if std_panel else "KDE units",
-                          vmin=0, vmax=None if std_panel else 1, cmap="magma" if std_panel else "inferno")
-    fig.suptitle(f"{result.info['sampler']} sampler, step {step + 1} of {n_steps} "
+    dev = path - path.mean(0, keepdim=True)
+    dev_max = float(dev.abs().max()) or 1.0
+    std_max = float(path.std(0).max()) or 1.0
+    last = (truth.float().cpu(), "truth y") if truth is not None else \
+        (result.yhat[frame].float().cpu(), "condition ŷ = φ(x)")
+    fig, axes = plotting.subplots(2, 2, width=3.3, height=3.0)
+    axes = axes.reshape(-1)
+    plotting.show_kde(axes[0], path[sample, step], title=f"chain {sample}: ŷ_0 at t = {t}",
+                      label="KDE units", vmin=0, vmax=1)
+    plotting.show_kde(axes[1], dev[sample, step], title=f"chain {sample} − mean of {n_samples}",
+                      label="KDE units", vmin=-dev_max, vmax=dev_max, cmap="RdBu_r")
+    plotting.show_kde(axes[2], path[:, step].std(0), title=f"std over {n_samples} chains",
+                      label="std (KDE units)", vmin=0, vmax=std_max, cmap="magma")
+    plotting.show_kde(axes[3], last[0], title=last[1], label="KDE units", vmin=0, vmax=1)
+    for ax in axes:
+        ax.title.set_fontsize(10)
+    fig.suptitle(f"{result.info['sampler']} sampler, step {step + 1} of {n_steps}, t = {t} "
                  f"({result.info['evals_per_sample']} network evaluations per sample)", fontsize=10)
     return fig
 
