@@ -209,7 +209,9 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         # only the fits still running are computed: at few photons a handful need 3x the
         # iterations of the rest, and the whole batch used to wait on them
         a = torch.nonzero(active)[:, 0]
-        grad, _, hess, free, dec = _scoring(p[a], rate[a], jac[a], n[a], lo, hi)
+        every = len(a) == bsz  # all still running: no copies of the (B, H·W, 4) Jacobian
+        grad, _, hess, free, dec = _scoring(*((p, rate, jac, n) if every else (p[a], rate[a], jac[a], n[a])),
+                                            lo, hi)
         now = dec < tol
         stationary[a[now]] = True
         go = ~now & (lam[a] < 1e10)
@@ -233,10 +235,13 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         step = torch.linalg.solve(hess + damp, -grad[..., None])[..., 0]
         trial = torch.maximum(torch.minimum(p[a] + step, hi), lo)
         t_rate, t_jac = _model(trial, sigma_t, (h, w), excess)
-        t_nll = _nll(t_rate, n[a])
+        t_nll = _nll(t_rate, n if len(a) == bsz else n[a])
         better = t_nll < cur[a]
         b = a[better]
-        p[b], rate[b], jac[b], cur[b] = trial[better], t_rate[better], t_jac[better], t_nll[better]
+        if len(b) == bsz:  # every trial better: take them whole
+            p, rate, jac, cur = trial, t_rate, t_jac, t_nll
+        else:
+            p[b], rate[b], jac[b], cur[b] = trial[better], t_rate[better], t_jac[better], t_nll[better]
         lam[a] = torch.where(better, (lam[a] / 10).clamp(min=1e-7), lam[a] * 10)
     info = _scoring(p, rate, jac, n, lo, hi)[1]  # at the final values of every fit
     at_bound = (p <= lo) | (p >= hi)
