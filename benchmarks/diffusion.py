@@ -53,11 +53,11 @@ def speed(psi, phi, device, frame, table=SAMPLER_TABLE) -> list[dict]:
     with torch.no_grad():
         t_eval_512 = common.best_time(lambda: psi(y, cond, t), device, repeats=2, min_time=0.1)
         t_eval_32 = common.best_time(lambda: psi(y[:32], cond[:32], t[:32]), device, repeats=3, min_time=0.1)
-    for label, (name, over) in table.items():
-        uncertainty_map(frame, psi, phi, 32, name, progress=False, **over)  # warm-up
+    for label, sampler in table.items():
+        uncertainty_map(frame, psi, phi, 32, sampler, progress=False)  # warm-up
         common.sync(device)
         t0 = time.perf_counter()
-        res = uncertainty_map(frame, psi, phi, 32, name, progress=False, **over)
+        res = uncertainty_map(frame, psi, phi, 32, sampler, progress=False)
         common.sync(device)
         sec = time.perf_counter() - t0
         ev = res.info["evals_per_sample"]
@@ -113,10 +113,10 @@ def main(argv=None) -> int:
         print(rows[0])
         labels = list(table)
     for label in labels:
-        name, over = SAMPLER_TABLE[label]
-        k = args.slow_samples if evals_per_sample(name, diffusion.schedule("paper").T, **over) > SLOW else args.samples
+        sampler = SAMPLER_TABLE[label]
+        k = args.slow_samples if evals_per_sample(sampler, diffusion.schedule("paper").T) > SLOW else args.samples
         t0 = time.perf_counter()
-        res = uncertainty_map(x, psi, phi, k, name, seed=1, progress=True, **over)
+        res = uncertainty_map(x, psi, phi, k, sampler, seed=1, progress=True)
         sec = time.perf_counter() - t0
         row = fidelity(label, res.mean(), y, theta, mask, std=res.std(), n_samples=k,
                        evals=res.info["evals_per_sample"], seconds=sec).as_row()

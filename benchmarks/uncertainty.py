@@ -74,8 +74,7 @@ def method_table() -> dict:
 def is_slow(kind, label) -> bool:
     if kind != "diffusion":
         return False
-    name, over = SAMPLER_TABLE[label]
-    return evals_per_sample(name, **over) > SLOW
+    return evals_per_sample(SAMPLER_TABLE[label]) > SLOW
 
 
 def run_method(kind, weights, label, x, k, seed, cache):
@@ -85,9 +84,8 @@ def run_method(kind, weights, label, x, k, seed, cache):
             cache[name] = pretrained.load(name, device="cpu")
         return cache[name]
     if kind == "diffusion":
-        name, over = SAMPLER_TABLE[label]
-        return uncertainty_map(x, net(weights), net("deepstorm_quick"), k, name, seed=seed,
-                               progress=True, **over)
+        return uncertainty_map(x, net(weights), net("deepstorm_quick"), k, SAMPLER_TABLE[label], seed=seed,
+                               progress=True)
     if kind == "dropout":
         return mc_dropout_map(x, net(weights), k, seed=seed)
     return ensemble_map(x, [net(w) for w in weights])

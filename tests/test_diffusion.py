@@ -261,7 +261,7 @@ def test_posterior_samplers_reproduce_the_true_std(name, s):
     # a sampler offered as a posterior sampler, fed the exact ε̂, on the schedule it is offered
     # with (one that reaches noise), at its own step count: std within 5 % of the truth
     sched = D.schedule("cosine")
-    ratio = std_ratio(sched, s, **SP.SAMPLERS[name])
+    ratio = std_ratio(sched, s, **SP.SAMPLERS[name].settings())
     assert ratio == pytest.approx(1.0, abs=0.05), (name, s, ratio)
 
 
@@ -283,3 +283,21 @@ def test_the_sdedit_start_is_narrow_by_construction():
 def test_oracle_is_checked():
     with pytest.raises(ValueError, match="s must be"):
         GaussianOracle(D.schedule("paper"), 0.0)
+
+
+def test_sampler_registry_is_typed_and_labelled():
+    """One registry: each Sampler knows its settings, whether it is a posterior sampler, and its
+    labels; chapter 5's variants are Samplers too, and uncertainty_map takes either form."""
+    from ualm.uncertainty import SAMPLER_TABLE, evals_per_sample
+    assert all(isinstance(s, SP.Sampler) and s.name == k and s.label and s.short for k, s in SP.SAMPLERS.items())
+    assert SP.SAMPLERS["ddim"].settings() == {"method": "ddim", "start": "guided", "steps": 10, "eta": 1.0}
+    assert SP.SAMPLERS["ddim"].settings(steps=20)["steps"] == 20
+    t10 = SAMPLER_TABLE["guided start, t0 = 10"]
+    assert t10.name == "guided" and t10.settings()["t0"] == 10 and evals_per_sample(t10) == 10
+    assert all(label == s.label for label, s in SAMPLER_TABLE.items())
+    assert len({s.short for s in SAMPLER_TABLE.values()}) == len(SAMPLER_TABLE)
+    assert SP.get_sampler("ancestral") is SP.SAMPLERS["ancestral"] and SP.get_sampler(t10) is t10
+    with pytest.raises(ValueError, match="one of"):
+        SP.get_sampler("nope")
+    with pytest.raises(ValueError, match="unknown method"):
+        SP.Sampler("x", method="euler")

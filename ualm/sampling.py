@@ -3,7 +3,7 @@
 prediction and the single steps (`ancestral_step`, `ddim_step`) are `ualm.diffusion`'s."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -12,34 +12,76 @@ from .diffusion import Schedule, amp_dtype, ancestral_step, ddim_step, from_net,
 from .progress import show_progress
 from .seeding import CHAINS, make_generator, step_seed
 
-SAMPLERS = {
+@dataclass(frozen=True)
+class Sampler:
+    """A way to run Ψ's reverse chain: its settings for `sample_steps`, whether it is offered
+    for uncertainty, and its labels for tables (`label`) and legends (`short`). A registry name
+    (`name`) is what `uncertainty_map(..., sampler=name)` takes; `variant` makes a labelled
+    variant with other settings (chapter 5 compares several)."""
+
+    name: str
+    method: str = "ancestral"  # "ancestral" (eq. 10, one evaluation per step) or "ddim"
+    start: str = "guided"      # "noise" (y_t0 ~ N(0, I)) or "guided" (q(y_t0 | y_0 = ŷ))
+    t0: int | None = None      # the first step (None: T)
+    steps: int | None = None   # DDIM's jumps
+    eta: float | None = None   # DDIM's noise scale
+    posterior: bool = False    # passes the oracle spread test (tests/test_diffusion.py)
+    label: str = ""
+    short: str = ""
+
+    def __post_init__(self):
+        if self.method not in ("ancestral", "ddim") or self.start not in ("noise", "guided"):
+            raise ValueError(f"unknown method or start: {self.method!r}, {self.start!r}")
+
+    def settings(self, **overrides) -> dict:
+        """The keyword arguments of `sample_steps`, with `overrides` (t0, steps, eta, clip)."""
+        out = {"method": self.method, "start": self.start}
+        out.update({k: v for k in ("t0", "steps", "eta") if (v := getattr(self, k)) is not None})
+        return {**out, **overrides}
+
+    def variant(self, label: str, short: str = "", **settings) -> "Sampler":
+        """The same sampler with other settings and its own labels."""
+        return replace(self, label=label, short=short or label, **settings)
+
+
+SAMPLERS = {s.name: s for s in (
     # eq. 10 from y_T ~ N(0, I), as the paper samples: T network evaluations. Right only on a
     # schedule that reaches noise; on the paper's (γ_T ≈ 0.60) the start is wrong and biases
     # the mean
-    "paper": dict(method="ancestral", start="noise"),
+    Sampler("paper", start="noise", label="paper (eq. 10 from N(0, I))", short="paper"),
     # the same chain, named for what it is on a schedule that reaches noise: the posterior
     # sampler (std within 5 % of the truth with the exact ε̂, tests/test_diffusion.py)
-    "ancestral": dict(method="ancestral", start="noise"),
+    Sampler("ancestral", start="noise", posterior=True, label="ancestral from N(0, I)", short="ancestral"),
     # an SDEdit-style start (Meng et al. 2022): the chain from q(y_t0 | y_0 = ŷ) =
     # N(√γ_t0 ŷ, (1 − γ_t0) I). Good for the mean; narrow by construction, since the marginal
     # the network was trained on also holds γ_t0·Cov(y_0 | ŷ): with the exact ε̂ and an
     # emitter-like spread, std ratio 0.10 at t0 = 10, 0.25 at t0 = 25, 0.80 at t0 = T on the
     # paper's schedule (benchmarks/results/oracle_spread.json)
-    "guided": dict(method="ancestral", start="guided"),
+    Sampler("guided", label="guided start, t0 = T", short="t₀ = T"),
     # DDIM from the guided start, in `steps` jumps: each jump replaces y_0 by its mean, so the
     # spread shrinks (with the exact ε̂: 0.72 on the paper's schedule, 0.83 on the cosine one at
     # 10 steps, 0.91 at 20; worse where the posterior is narrow, 0.65 at 20 steps for a spread
-    # a tenth of the signal's). Not a posterior sampler, so not in POSTERIOR_SAMPLERS: at s = 1
-    # it needs ≥ 50 steps to pass the oracle test, and at s = 0.1 it fails even at 100 (0.87,
-    # benchmarks/results/oracle_spread.json). On the cosine schedule the start at T is N(0, I) up
-    # to γ_T ≈ 0. With steps=20 and Ψ_v it is uncertainty_map's default as a fast *calibrated
-    # interval*: on validation frames the trained network's own errors widened it to 0.99 × the
-    # MCMC posterior's std, where the full ancestral chain gave 1.48 ×
-    # (benchmarks/results/posterior_validation.json), and the conformal scales stored with Ψ_v
-    # set the width; its raw spread is not claimed to be the posterior's
-    "ddim": dict(method="ddim", start="guided", steps=10, eta=1.0),
-}
-POSTERIOR_SAMPLERS = ("ancestral",)  # the samplers offered for uncertainty: pass the oracle test
+    # a tenth of the signal's). Not a posterior sampler: at s = 1 it needs ≥ 50 steps to pass the
+    # oracle test, and at s = 0.1 it fails even at 100 (0.87, benchmarks/results/oracle_spread.json).
+    # On the cosine schedule the start at T is N(0, I) up to γ_T ≈ 0. With steps=20 and Ψ_v it is
+    # uncertainty_map's default as a fast *calibrated interval*: on validation frames the trained
+    # network's own errors widened it to 0.99 × the MCMC posterior's std, where the full
+    # ancestral chain gave 1.48 × (benchmarks/results/posterior_validation.json), and the
+    # conformal scales stored with Ψ_v set the width; its raw spread is not claimed to be the
+    # posterior's
+    Sampler("ddim", method="ddim", steps=10, eta=1.0, label="DDIM 10 steps, η = 1", short="DDIM η = 1"),
+)}
+# the samplers offered for uncertainty: they pass the oracle test
+POSTERIOR_SAMPLERS = tuple(name for name, s in SAMPLERS.items() if s.posterior)
+
+
+def get_sampler(sampler) -> Sampler:
+    """A `Sampler`, from itself or its registry name."""
+    if isinstance(sampler, Sampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be a Sampler or one of {sorted(SAMPLERS)}, got {sampler!r}")
+    return SAMPLERS[sampler]
 
 
 def cuda_batch_size(model, cond: torch.Tensor, fraction: float = 0.25, largest: int = 4096) -> int:

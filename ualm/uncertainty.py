@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from .calibration import Conformal, apply_conformal, detected_counts, nearest_k, scaled_interval
 from .detect import evaluate_kdes
 from .diffusion import condition, schedule, step_path
-from .sampling import SAMPLERS, sample_with_path
+from .sampling import SAMPLERS, Sampler, get_sampler, sample_with_path
 from .models.deepstorm import DeepSTORM
 from .models.unet import UNet
 from .pretrained import load, stored_calibration
@@ -93,9 +93,10 @@ def _eval_steps(settings: dict, T: int) -> list:
     return step_path(settings.get("t0") or T, settings["method"], settings.get("steps"))[:-1]
 
 
-def evals_per_sample(sampler: str, T: int = 100, **overrides) -> int:
-    """Network evaluations per sample of `sampler` (a name of SAMPLERS) with `overrides`."""
-    return len(_eval_steps({**SAMPLERS[sampler], **overrides}, T))
+def evals_per_sample(sampler, T: int = 100, **overrides) -> int:
+    """Network evaluations per sample of `sampler` (a `Sampler` or a name of SAMPLERS) with
+    `overrides`."""
+    return len(_eval_steps(get_sampler(sampler).settings(**overrides), T))
 
 
 DEFAULT_PSI = "diffusion_v"  # cosine schedule (reaches noise), v-prediction; its calibration is stored with it
@@ -108,8 +109,9 @@ def _default_calibration(sampler, overrides) -> tuple[str, dict, dict | None]:
     if sampler is None:
         sampler, overrides = (stored["sampler"], {**stored["overrides"], **overrides}) if stored \
             else ("ancestral", overrides)
-    fits = stored is not None and stored["sampler"] == sampler and \
-        {**SAMPLERS[sampler], **stored["overrides"]} == {**SAMPLERS[sampler], **overrides}
+    s = get_sampler(sampler)
+    fits = stored is not None and stored["sampler"] == s.name and \
+        SAMPLERS[stored["sampler"]].settings(**stored["overrides"]) == s.settings(**overrides)
     return sampler, overrides, stored if fits else None
 
 
@@ -120,13 +122,13 @@ def stored_conformal(stored: dict, n_samples: int) -> Conformal:
     return Conformal.from_dict(by_k[str(nearest_k(by_k, n_samples))])
 
 
-def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | None = None, *,
+def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | Sampler | None = None, *,
                     calibrate: bool | Conformal | None = None, seed: int = 0, batch_size: int | None = None,
                     progress: bool = True, shape=(20, 20), keep_path: bool = False, **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
-    DEFAULT_PSI and "deepstorm_quick"). sampler: a name from `ualm.sampling.SAMPLERS`;
+    DEFAULT_PSI and "deepstorm_quick"). sampler: a `ualm.sampling.Sampler` or its name in `SAMPLERS`;
     default: the one the bundled calibration was fitted with (for the bundled networks), else
     "ancestral" on a schedule that reaches noise and "ddim" on the paper's. `overrides` (t0,
     steps, eta, clip) change its settings. n_samples K >= 2. Same seed, same samples, whatever
@@ -147,8 +149,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
         sampler, overrides, stored = _default_calibration(sampler, overrides)
     elif sampler is None:
         sampler = "ancestral" if isinstance(psi, UNet) and psi.config.schedule != "paper" else "ddim"
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    sampler = get_sampler(sampler)  # a Sampler, or a ValueError naming the registry
     if not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"n_samples must be an int >= 2 for a variance, got {n_samples!r}")
     if isinstance(calibrate, Conformal):
@@ -172,7 +173,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
         raise TypeError(f"phi must be the DeepSTORM network φ, got {type(phi).__name__}")
     device = next(psi.parameters()).device
     x = x.to(device)
-    settings = {**SAMPLERS[sampler], **overrides}
+    settings = sampler.settings(**overrides)
     sched = schedule(psi.config.schedule)
     t_start = time.perf_counter()
     with torch.no_grad():
@@ -183,8 +184,9 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
     path_t = _eval_steps(settings, sched.T)
-    info = {"sampler": sampler, **settings, "t0": t0, "evals_per_sample": len(path_t), "path_t": path_t,
-            "n_samples": n_samples, "seed": seed, "seconds": seconds, "calibrated": conformal is not None}
+    info = {"sampler": sampler.name, "label": sampler.label, **settings, "t0": t0,
+            "evals_per_sample": len(path_t), "path_t": path_t, "n_samples": n_samples, "seed": seed,
+            "seconds": seconds, "calibrated": conformal is not None}
     counts = None
     if conformal is not None:
         counts = detected_counts(yhat)
@@ -320,14 +322,14 @@ def fidelity(method: str, estimate: torch.Tensor, y: torch.Tensor, theta, mask, 
                     spearman=rho, mean_std=mean_std)
 
 
-# the samplers compared in chapter 5 and benchmarks/diffusion.py: label -> (sampler, settings)
-SAMPLER_TABLE = {
-    "paper (eq. 10 from N(0, I))": ("paper", {}),
-    "guided start, t0 = T": ("guided", {}),
-    "guided start, t0 = 25": ("guided", {"t0": 25}),
+# the samplers compared in chapter 5 and benchmarks/diffusion.py, by label
+SAMPLER_TABLE: dict[str, Sampler] = {s.label: s for s in (
+    SAMPLERS["paper"],
+    SAMPLERS["guided"],
+    SAMPLERS["guided"].variant("guided start, t0 = 25", "t₀ = 25", t0=25),
     # t0 = 10: the largest start whose sample mean beat ŷ on validation frames by 2 %
     # (benchmarks/diffusion_t0.py, results/diffusion_t0.json; not the held-out frames)
-    "guided start, t0 = 10": ("guided", {"t0": 10}),
-    "DDIM 10 steps, η = 1": ("ddim", {"steps": 10, "eta": 1.0}),
-    "DDIM 10 steps, η = 0": ("ddim", {"steps": 10, "eta": 0.0}),
-}
+    SAMPLERS["guided"].variant("guided start, t0 = 10", "t₀ = 10", t0=10),
+    SAMPLERS["ddim"],
+    SAMPLERS["ddim"].variant("DDIM 10 steps, η = 0", "DDIM η = 0", eta=0.0),
+)}

@@ -41,7 +41,7 @@ def diffusion_figure(result, truth=None, step: int = -1, sample: int = 0, frame:
     plotting.show_kde(axes[3], last[0], title=last[1], label="KDE units", vmin=0, vmax=1)
     for ax in axes:
         ax.title.set_fontsize(10)
-    fig.suptitle(f"{result.info['sampler']} sampler, step {step + 1} of {n_steps}, t = {t} "
+    fig.suptitle(f"{result.info.get('label') or result.info['sampler']}, step {step + 1} of {n_steps}, t = {t} "
                  f"({result.info['evals_per_sample']} network evaluations per sample)", fontsize=10)
     return fig
 
