@@ -217,3 +217,13 @@ def test_a_pipe_in_a_cell_does_not_split_it():
     split = lambda line: [c for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # noqa: E731
     assert len(split(head)) == len(split(row)) == 2
     assert split(row)[0].strip() == r"mean \|z\|"
+
+
+def test_current_checks_the_weights_a_result_describes():
+    r = {"weights_sha256": {"a": "1", "b": "2"}}
+    assert R.current(r, bundled={"a": "1", "b": "2"}) and R.current(r, "a", bundled={"a": "1", "b": "9"})
+    assert not R.current(r, bundled={"a": "1", "b": "9"}) and not R.current(r, "c", bundled={"c": "3"})
+    assert not R.current(None)
+    one = {"weights_sha256": "5", "weights": "psi"}  # a single SHA names its weights, or the one asked for
+    assert R.current(one, bundled={"psi": "5"}) and not R.current(one, bundled={"psi": "6"})
+    assert R.current({"weights_sha256": "5"}, "psi", bundled={"psi": "5"})
