@@ -302,6 +302,10 @@ def test_phone_keeps_figures_and_equations_readable(server, browser, doc):
             }).map(c => c.textContent.slice(0, 40));
             return {squeezed: squeezed.slice(0, 5), lost: lost.slice(0, 5)};
         """)
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(400, min(height + 150, 16000))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SHOTS / f"phone-{Path(doc).name}.png"))  # the page as a phone shows it
         assert not info["squeezed"], f"figures squeezed at 400 px: {info['squeezed']}"
         assert not info["lost"], f"equations out of reach at 400 px: {info['lost']}"
     finally:
