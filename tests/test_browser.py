@@ -280,7 +280,7 @@ def test_sidebar_toggles_work(server, browser, width):
         browser.set_window_size(WIDTH, 900)
 
 
-@pytest.mark.parametrize("doc", ["book/05_diffusion", "book/06_calibration", "results"])
+@pytest.mark.parametrize("doc", ["book/05_diffusion", "book/06_calibration", "book/results"])
 def test_phone_keeps_figures_and_equations_readable(server, browser, doc):
     """At 400 px a figure is not squeezed below 80 % of its size (its labels would fall under
     8 px): it scrolls sideways in its output box; and every display equation can be scrolled to
@@ -291,7 +291,9 @@ def test_phone_keeps_figures_and_equations_readable(server, browser, doc):
         info = browser.execute_script(r"""
             const main = document.querySelector('article.bd-article') || document.body;
             const squeezed = Array.from(main.querySelectorAll('div.cell_output img'))
-                .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width < 0.8 * i.naturalWidth)
+                // shown ones only: an explorer hides all its frames but one
+                .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 0
+                             && i.getBoundingClientRect().width < 0.8 * i.naturalWidth)
                 .map(i => `${Math.round(i.getBoundingClientRect().width)} of ${i.naturalWidth} px`);
             const column = main.getBoundingClientRect();
             const lost = Array.from(main.querySelectorAll('mjx-container[display="true"]')).filter(c => {
@@ -300,8 +302,10 @@ def test_phone_keeps_figures_and_equations_readable(server, browser, doc):
                     s = s.parentElement;
                 return box.left < column.left - 1 || (box.right > column.right + 1 && (!s || s === main));
             }).map(c => c.textContent.slice(0, 40));
-            return {squeezed: squeezed.slice(0, 5), lost: lost.slice(0, 5)};
+            return {squeezed: squeezed.slice(0, 5), lost: lost.slice(0, 5),
+                    figures: main.querySelectorAll('div.cell_output img').length};
         """)
+        assert info["figures"], "no figures on the page: did it load?"
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(400, min(height + 150, 16000))
         SHOTS.mkdir(parents=True, exist_ok=True)
