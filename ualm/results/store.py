@@ -64,6 +64,8 @@ _ORDER = ("sim_throughput", "mle_accuracy", "mcmc_speed", "deepstorm", "diffusio
           "uncertainty", "posterior_validation", "posterior_test", "posterior_compare", "posterior_exact",
           "posterior_condition", "posterior_frame", "peer_picasso", "chapter_times", "compute_costs", "estimates",
           "busy_neighbour")
+if set(_ORDER) != set(BENCHMARKS):  # a new benchmark needs its place in the order
+    raise ImportError(f"results order and BENCHMARKS differ: {sorted(set(_ORDER) ^ set(BENCHMARKS))}")
 BENCHMARKS = {k: BENCHMARKS[k] for k in _ORDER}
 
 
