@@ -19,7 +19,7 @@ class Benchmark(NamedTuple):
     weights: tuple    # bundled weights the numbers describe (their SHA-256 is in the JSON)
 
 
-# file stem -> what writes it, in the order of the book
+# file stem -> what writes it, in the order of the book (the overview and the Results page follow it)
 BENCHMARKS = {
     "sim_throughput": Benchmark("Simulation throughput", "1, 4", "python benchmarks/sim_throughput.py", ()),
     "mle_accuracy": Benchmark("MLE against the CRLB", "2", "python benchmarks/mle_accuracy.py", ()),
@@ -29,15 +29,17 @@ BENCHMARKS = {
                               ("diffusion_quick",)),
     "diffusion": Benchmark("Diffusion samplers, Ψ(ŷ)", "5", "python benchmarks/diffusion.py",
                            ("diffusion_quick",)),
+    "oracle_spread": Benchmark("Samplers' spread with an exact ε-oracle", "5",
+                               "python benchmarks/oracle_spread.py", ()),
     "uncertainty": Benchmark("Is the uncertainty right?", "6", "python benchmarks/uncertainty.py", ()),
+    "posterior_validation": Benchmark("Choosing the posterior sampler on validation frames", "6",
+                                      "python benchmarks/posterior.py validate", ("diffusion_v",)),
     "posterior_test": Benchmark("The default uncertainty map, calibrated, on held-out frames", "6",
                                 "python benchmarks/posterior.py test", ("diffusion_v",)),
     "posterior_compare": Benchmark("Sharpness at equal coverage: every method calibrated the same way", "6",
                                    "python benchmarks/posterior.py compare",
                                    ("diffusion_v", "deepstorm_quick", "deepstorm_ens0", "deepstorm_ens1",
                                     "deepstorm_ens2", "deepstorm_ens3", "deepstorm_ens4")),
-    "posterior_validation": Benchmark("Choosing the posterior sampler on validation frames", "6",
-                                      "python benchmarks/posterior.py validate", ("diffusion_v",)),
     "posterior_exact": Benchmark("Isolated emitters, where the posterior is exact", "6",
                                  "python benchmarks/posterior.py exact", ("diffusion_v",)),
     "posterior_condition": Benchmark("What each Ψ reads of its condition", "6",
@@ -45,8 +47,6 @@ BENCHMARKS = {
                                      ("diffusion_v", "diffusion_quick", "diffusion_frame_quick")),
     "posterior_frame": Benchmark("Ψ_v(ŷ) against Ψ_v(ŷ, x)", "6", "python benchmarks/posterior.py frame",
                                  ("diffusion_v", "diffusion_frame_v")),
-    "oracle_spread": Benchmark("Samplers' spread with an exact ε-oracle", "5",
-                               "python benchmarks/oracle_spread.py", ()),
     "peer_picasso": Benchmark("ualm beside Picasso on one movie", "7",
                               ".venv-picasso/bin/python benchmarks/peer_picasso.py", ("deepstorm_quick",)),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
@@ -57,16 +57,6 @@ BENCHMARKS = {
     "busy_neighbour": Benchmark("Beside a busy neighbour process", "2, 5",
                                 "python benchmarks/busy_neighbour.py", ()),
 }
-
-
-# the order of the book (the overview table and the Results page follow it)
-_ORDER = ("sim_throughput", "mle_accuracy", "mcmc_speed", "deepstorm", "diffusion_t0", "diffusion", "oracle_spread",
-          "uncertainty", "posterior_validation", "posterior_test", "posterior_compare", "posterior_exact",
-          "posterior_condition", "posterior_frame", "peer_picasso", "chapter_times", "compute_costs", "estimates",
-          "busy_neighbour")
-if set(_ORDER) != set(BENCHMARKS):  # a new benchmark needs its place in the order
-    raise ImportError(f"results order and BENCHMARKS differ: {sorted(set(_ORDER) ^ set(BENCHMARKS))}")
-BENCHMARKS = {k: BENCHMARKS[k] for k in _ORDER}
 
 
 class ResultsError(ValueError):
@@ -148,19 +138,32 @@ def _bundled_sha(name: str) -> str | None:
         return None
 
 
-def _weights_part(result: dict, bundled) -> str:
-    """'weights diffusion_quick 5203360d (the bundled ones)' and the like; '' if none recorded."""
-    shas = result.get("weights_sha256")
-    if not shas:
-        return ""
+def _recorded(result: dict, default: str | None = None) -> dict:
+    """name -> SHA-256 of the weights a result records; a single SHA is named by the result's
+    "weights", else `default`, else the first weights its benchmark lists."""
+    shas = result.get("weights_sha256") or {}
     if isinstance(shas, str):
-        name = result.get("weights")
+        name = result.get("weights") or default
         if not name:
             names = BENCHMARKS.get(Path(result.get("_file", "")).stem, Benchmark("", "", "", ())).weights
             name = names[0] if names else "?"
         shas = {name: shas}
+    return shas
+
+
+def _lookup(bundled):
+    """name -> SHA-256 of the bundled weights (None if unknown), from a dict, a function or the
+    manifests."""
     lookup = bundled if bundled is not None else _bundled_sha
-    lookup = lookup.get if isinstance(lookup, dict) else lookup
+    return lookup.get if isinstance(lookup, dict) else lookup
+
+
+def _weights_part(result: dict, bundled) -> str:
+    """'weights diffusion_quick 5203360d (the bundled ones)' and the like; '' if none recorded."""
+    shas = _recorded(result)
+    if not shas:
+        return ""
+    lookup = _lookup(bundled)
     stale = [n for n, s in shas.items() if lookup(n) is not None and lookup(n) != s]
     unknown = [n for n in shas if lookup(n) is None]
     if len(shas) == 1:
@@ -180,11 +183,7 @@ def current(result: dict | None, *weights: str, bundled=None) -> bool:
     records. A chapter quotes a result only when it is current; otherwise it says so."""
     if result is None:
         return False
-    shas = result.get("weights_sha256") or {}
-    if isinstance(shas, str):
-        shas = {result.get("weights") or (weights[0] if weights else "?"): shas}
-    lookup = bundled if bundled is not None else _bundled_sha
-    lookup = lookup.get if isinstance(lookup, dict) else lookup
+    shas, lookup = _recorded(result, weights[0] if weights else "?"), _lookup(bundled)
     return all(w in shas and shas[w] == lookup(w) for w in (weights or shas))
 
 
