@@ -59,6 +59,7 @@ if (reason := _missing()) is not None:
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -270,9 +271,12 @@ def test_sidebar_toggles_work(server, browser, width):
             contents[0].click()
             assert browser.execute_script("return document.querySelector('#pst-secondary-sidebar-modal').open")
         else:
-            assert "pst-sidebar-hidden" in sidebar.get_attribute("class") and not sidebar.is_displayed()
+            # the theme animates the sidebar: wait for the end of the change, not the first frame
+            wait = WebDriverWait(browser, 10)
+            assert wait.until(lambda _: "pst-sidebar-hidden" in sidebar.get_attribute("class")
+                              and not sidebar.is_displayed())
             toggle[0].click()
-            assert sidebar.is_displayed()
+            assert wait.until(lambda _: sidebar.is_displayed())
         searches = [e for e in browser.find_elements(By.CSS_SELECTOR, ".search-button-field, .search-button")
                     if e.is_displayed()]
         assert len(searches) <= 1, "a second search box is shown"
