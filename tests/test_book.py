@@ -115,6 +115,23 @@ def test_first_code_cell_is_colab_cell(doc):
         assert TAG in first.metadata.get("tags", []), f"{path}: Colab cell lacks tag {TAG}"
 
 
+CODE_WIDTH = 88  # characters the book's code column shows; longer lines scroll sideways
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_code_cells_fit_the_column(doc):
+    """No line of a code cell is wider than the rendered page's code column. The Colab cell
+    is exempt: tools/colab.py generates it, and the page does not show it (remove-cell)."""
+    md = pair(doc)[0]
+    colab = colab_cell_source(*repo_url_and_branch(ROOT / "_config.yml"))
+    wide = [f"{md.relative_to(ROOT)}, code cell {k}, line {n}: {len(line)} characters: "
+            f"{line.strip()}"
+            for k, cell in enumerate(code_cells(jupytext.read(md))) if cell.source != colab
+            for n, line in enumerate(cell.source.splitlines(), 1) if len(line) > CODE_WIDTH]
+    assert not wide, (f"code lines longer than {CODE_WIDTH} characters (break them inside "
+                      "brackets):\n" + "\n".join(wide))
+
+
 def test_colab_cell_follows_config(tmp_path):
     config = tmp_path / "_config.yml"
     config.write_text("title: t\nrepository:\n  url: https://example.org/a/b/  # c\n"
