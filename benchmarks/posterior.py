@@ -212,34 +212,112 @@ def calibration_split(args) -> dict:
             for name, (n, config) in parts.items() if n}
 
 
+def calibration_data(args) -> dict:
+    """What the calibration frames are, as stored with the scales."""
+    seed = SEEDS["calibration"]
+    return {"frames": args.calibration, "seed": seed["dense"], "count": [1, 20], "i0": [100.0, 400.0],
+            "sparse_frames": args.sparse, "sparse_seed": seed["sparse"], "sparse_count": list(SPARSE_COUNT),
+            "lone_frames": args.lone, "lone_seed": seed["lone"], "lone_sample_seed": LONE_SAMPLE_SEED,
+            "mask": "significant_pixels(y, mean of the first K)", "sample_seed": SAMPLE_SEED}
+
+
+SAMPLE_SEED, LONE_SAMPLE_SEED = 3, 6  # the sample seeds of the dense + sparse frames and of the lone ones
+
+
+def kept_classes(previous, sampler, over, data, classes, cls, lone) -> dict:
+    """Classes whose stored scales a refit would reproduce: same sampler and settings, same
+    dense and sparse frames and sample seed, no lone frame in the class, and as many frames in
+    it as the stored fit had. Chain (f, k) draws from its own seed (`first_frame`), so the
+    class's samples, and its scales, would be the same. Returns {class index: {K: scales}}."""
+    if previous is None or (previous["sampler"], previous["overrides"]) != (sampler, over):
+        return {}
+    same = ("frames", "seed", "count", "i0", "sparse_frames", "sparse_seed", "sparse_count", "mask", "sample_seed")
+    if any(previous["data"].get(key) != data[key] for key in same):
+        return {}
+    kept = {}
+    for c, bounds in enumerate(classes):
+        idx = cls == c
+        if bool((idx & lone).any()):
+            continue
+        rows = {}
+        for k, d in previous["conformal"].items():
+            stored = {tuple(b): (row, n) for b, row, n in zip(d["classes"], d["scales"], d["frames"])}
+            if tuple(bounds) in stored and stored[tuple(bounds)][1] == int(idx.sum()):
+                rows[int(k)] = stored[tuple(bounds)][0]
+        if set(rows) == set(CALIBRATION_KS):
+            kept[c] = rows
+    return kept
+
+
+def frame_samples(x: torch.Tensor, where: list, n_samples: int, sampler: str, over: dict) -> torch.Tensor:
+    """Raw samples of the default map for frames x, frame j drawn as frame where[j] = (sample
+    seed, index) of its part's call would be; kept frame by frame in runs/ (resumable)."""
+    key = pretrained.manifest(DEFAULT_PSI)["sha256"]
+    tag = "_".join(f"{k}{v}" for k, v in sorted(over.items()))
+    cache = ROOT / "runs" / f"posterior_calibration_frames_{key[:12]}_{sampler}_{tag}_K{n_samples}.pt"
+    store = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    out, t0 = [], time.perf_counter()
+    for j, (seed, index) in enumerate(where):
+        name = f"{seed}:{index}"
+        if name not in store:
+            res = uncertainty_map(x[j:j + 1], n_samples=n_samples, sampler=sampler, calibrate=False, seed=seed,
+                                  first_frame=index, progress=False, **over)
+            store[name] = res.samples[0].cpu()
+            if len(store) % 10 == 0 or j == len(where) - 1:
+                cache.parent.mkdir(exist_ok=True)
+                torch.save(store, cache)
+                print(f"{j + 1}/{len(where)} frames sampled, {time.perf_counter() - t0:.0f} s", flush=True)
+        out.append(store[name])
+    torch.save(store, cache)
+    return torch.stack(out)
+
+
 def calibrate(args) -> int:
+    """Conformal scales per class of detected emitters, at each K of CALIBRATION_KS. A class the
+    stored calibration already fitted on the same frames keeps its scales (`kept_classes`;
+    --full refits all): adding the lone frames only needs the lone class sampled."""
     sampler, over = chosen()
     parts = calibration_split(args)
+    data = calibration_data(args)
     t0 = time.perf_counter()
-    # dense and sparse frames are sampled together (as before the lone part was added), the lone
-    # frames with their own sample seed; each is cached on its own
-    first = {k: torch.cat([parts[p][k] for p in ("dense", "sparse") if p in parts]) for k in ("x", "y")}
-    got = [cached_samples("calibration", first["x"], max(CALIBRATION_KS), 3, sampler, over)]
-    if "lone" in parts:
-        got.append(cached_samples("calibration_lone", parts["lone"]["x"], max(CALIBRATION_KS), 6, sampler, over))
-    sim = {"y": torch.cat([first["y"], *([parts["lone"]["y"]] if "lone" in parts else [])])}
-    got = {"samples": torch.cat([g["samples"] for g in got]), "yhat": torch.cat([g["yhat"] for g in got]),
-           "seconds": sum(g["seconds"] for g in got)}
-    counts = cal.detected_counts(got["yhat"])
+    # each frame: (sample seed, index in its part's call); dense and sparse frames are one call
+    n_first = sum(len(parts[p]["x"]) for p in ("dense", "sparse") if p in parts)
+    n_lone = len(parts["lone"]["x"]) if "lone" in parts else 0
+    where = [(SAMPLE_SEED, i) for i in range(n_first)] + [(LONE_SAMPLE_SEED, i) for i in range(n_lone)]
+    lone = torch.arange(len(where)) >= n_first
+    x = torch.cat([part["x"] for part in parts.values()])
+    y = torch.cat([part["y"] for part in parts.values()])
+    yhat = pretrained.load("deepstorm_quick").predict(x)  # as uncertainty_map computes it
+    counts = cal.detected_counts(yhat)
+    classes = cal.merge_classes(counts)
+    cls = cal.class_index(counts, classes)
+    previous = None if args.full else pretrained.stored_calibration(DEFAULT_PSI)  # checksum verified
+    previous_sha = pretrained.manifest(DEFAULT_PSI).get("calibration", {}).get("sha256")
+    kept = kept_classes(previous, sampler, over, data, classes, cls, lone)
+    refit = [c for c in range(len(classes)) if c not in kept]
+    todo = torch.nonzero(torch.isin(cls, torch.tensor(refit, dtype=torch.long))).flatten()
+    print(f"classes {classes}: frames {torch.bincount(cls, minlength=len(classes)).tolist()}; kept {sorted(kept)}, "
+          f"sampling the {len(todo)} frames of classes {refit}", flush=True)
+    samples = frame_samples(x[todo], [where[i] for i in todo.tolist()], max(CALIBRATION_KS), sampler, over)
+    seconds_sampling = time.perf_counter() - t0
     by_k = {}
     for k in CALIBRATION_KS:
-        s = got["samples"][:, :k]
-        conf = cal.fit_conformal(s, sim["y"], significant_pixels(sim["y"], s.mean(1)), counts)
+        s = samples[:, :k]
+        fitted = cal.fit_conformal(s, y[todo], significant_pixels(y[todo], s.mean(1)), counts[todo],
+                                   classes=[classes[c] for c in refit], min_frames=0)
+        rows = dict(zip(refit, fitted.scales)) | {c: tuple(r[k]) for c, r in kept.items()}
+        conf = cal.Conformal(levels=fitted.levels, classes=tuple(tuple(c) for c in classes),
+                             scales=tuple(tuple(rows[c]) for c in range(len(classes))),
+                             frames=tuple(int((cls == c).sum()) for c in range(len(classes))), samples=k)
         by_k[str(k)] = conf.to_dict()
-        for c, row, n in zip(conf.classes, conf.scales, conf.frames):
-            print(f"K = {k}, class {c}: {n} frames, λ at {conf.levels} = {[round(v, 3) for v in row]}")
-    seed = SEEDS["calibration"]
-    payload = {"sampler": sampler, "overrides": over, "conformal": by_k,
-               "data": {"frames": args.calibration, "seed": seed["dense"], "count": [1, 20], "i0": [100.0, 400.0],
-                        "sparse_frames": args.sparse, "sparse_seed": seed["sparse"], "sparse_count": list(SPARSE_COUNT),
-                        "lone_frames": args.lone, "lone_seed": seed["lone"], "lone_sample_seed": 6,
-                        "mask": "significant_pixels(y, mean of the first K)", "sample_seed": 3},
-               "seconds_sampling": got["seconds"], "seconds": time.perf_counter() - t0,
+        for i, (c, row, n) in enumerate(zip(conf.classes, conf.scales, conf.frames)):
+            print(f"K = {k}, class {c}: {n} frames, λ at {conf.levels} = {[round(v, 3) for v in row]}"
+                  + (" (kept)" if i in kept else ""))
+    payload = {"sampler": sampler, "overrides": over, "conformal": by_k, "data": data,
+               "kept": ({"classes": [classes[c] for c in sorted(kept)], "from_calibration": previous_sha,
+                         "command": previous["command"]} if kept else None),
+               "sampled_frames": len(todo), "seconds_sampling": seconds_sampling,
+               "seconds": time.perf_counter() - t0,
                "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
     pretrained.record_calibration(DEFAULT_PSI, pretrained.manifest(DEFAULT_PSI)["sha256"], payload)
     return 0
@@ -625,6 +703,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration", type=int, default=240, help="calibration frames (training distribution)")
     ap.add_argument("--sparse", type=int, default=120, help=f"added calibration frames with {SPARSE_COUNT} emitters")
     ap.add_argument("--lone", type=int, default=120, help="added calibration frames with one emitter each")
+    ap.add_argument("--full", action="store_true", help="calibrate: refit every class, keep no stored scales")
     ap.add_argument("--shift", type=int, default=40, help="frames per shift")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -97,6 +97,13 @@ def test_uncertainty_map_units_shapes_and_seeds(cond):
                             seed=1, progress=False, batch_size=3)
     assert torch.allclose(again.samples, res.samples, atol=1e-5)
     assert one.samples.shape == (1, 4, 80, 80)
+    # alone it draws as frame 0 would; told its index, as it does inside the batch
+    assert not torch.allclose(one.samples[0], res.samples[1], atol=1e-3)
+    second = uncertainty_map(x[1:], psi=_psi(cond), phi=_phi(), n_samples=4, sampler="ddim", steps=3,
+                             seed=1, first_frame=1, progress=False)
+    assert torch.allclose(second.samples[0], res.samples[1], atol=1e-5)
+    with pytest.raises(ValueError, match="first_frame"):
+        uncertainty_map(x, psi=_psi(cond), phi=_phi(), n_samples=4, first_frame=-1, progress=False)
 
 
 @pytest.mark.parametrize("frames, kw, err, match", [

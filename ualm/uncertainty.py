@@ -123,8 +123,9 @@ def stored_conformal(stored: dict, n_samples: int) -> Conformal:
 
 
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | Sampler | None = None, *,
-                    calibrate: bool | Conformal | None = None, seed: int = 0, batch_size: int | None = None,
-                    progress: bool = True, shape=(20, 20), keep_path: bool = False, **overrides) -> SampleResult:
+                    calibrate: bool | Conformal | None = None, seed: int = 0, first_frame: int = 0,
+                    batch_size: int | None = None, progress: bool = True, shape=(20, 20), keep_path: bool = False,
+                    **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
@@ -132,7 +133,9 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     default: the one the bundled calibration was fitted with (for the bundled networks), else
     "ancestral" on a schedule that reaches noise and "ddim" on the paper's. `overrides` (t0,
     steps, eta, clip) change its settings. n_samples K >= 2. Same seed, same samples, whatever
-    `batch_size`. keep_path: also keep the network's ŷ_0 after every step (`.path`).
+    `batch_size`; frame f draws as frame first_frame + f would (a part of a batch of frames
+    gets the chains the whole batch would give it). keep_path: also keep the network's ŷ_0
+    after every step (`.path`).
 
     calibrate: None applies the conformal calibration stored with the bundled weights when
     both networks are the bundled ones and the sampler is the one it was fitted with (else the
@@ -152,6 +155,8 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     sampler = get_sampler(sampler)  # a Sampler, or a ValueError naming the registry
     if not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"n_samples must be an int >= 2 for a variance, got {n_samples!r}")
+    if not isinstance(first_frame, int) or first_frame < 0:
+        raise ValueError(f"first_frame must be an int >= 0, got {first_frame!r}")
     if isinstance(calibrate, Conformal):
         conformal = calibrate
     elif calibrate is False:
@@ -179,7 +184,8 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     with torch.no_grad():
         yhat = phi.predict(x)
         cond = condition(phi, x, psi.config.cond, yhat=yhat.to(device))
-    samples, path = sample_with_path(psi, cond, sched, n_samples, seed=seed, batch_size=batch_size,
+    samples, path = sample_with_path(psi, cond, sched, n_samples, seed=seed, first_frame=first_frame,
+                                     batch_size=batch_size,
                                      progress=progress, keep_path=keep_path, **settings)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
