@@ -410,6 +410,11 @@ def test_split(args) -> dict:
     return out
 
 
+def calibration_sha() -> dict:
+    """{DEFAULT_PSI: SHA-256 of the calibration stored with it}: what calibrated numbers depend on."""
+    return {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["calibration"]["sha256"]}
+
+
 def stored_calibration() -> dict:
     stored = pretrained.stored_calibration(DEFAULT_PSI)
     if stored is None:
@@ -422,6 +427,7 @@ def test(args) -> int:
     stored = stored_calibration()
     k = args.samples
     out = {"sampler": sampler, "overrides": over, "weights_sha256": pretrained.manifest(DEFAULT_PSI)["sha256"],
+           "calibration_sha256": calibration_sha(),
            "protocol": {"isolated": args.isolated, "dense": args.dense, "samples": k,
                         "samples_small": args.samples_small,
                         "samples_isolated": args.samples_isolated, "seeds": SEEDS["test"], "shift_frames": args.shift}}
@@ -592,6 +598,7 @@ def compare(args) -> int:
     rows[CONTROL] = {"scales_90": [conf.scales[0][0]], "classes": [[0, None]], **scored(ctrl, t, conf)}
     report(CONTROL, rows[CONTROL])
     out = {"weights_sha256": {w: pretrained.manifest(w)["sha256"] for w in [DEFAULT_PSI, *nets]},
+           "calibration_sha256": calibration_sha(),
            "protocol": {"calibration_frames": len(calib["x"]), "test_frames": len(test_["x"]), "samples": k,
                         "mask": "scored on significant_pixels(y, ŷ), the same pixels for every method; "
                                 "calibrated on significant_pixels(y, the method's own mean)",
@@ -682,7 +689,8 @@ def exact(args) -> int:
     payload = {"protocol": {"frames": n, "seed": EXACT_SEED, "i0": ualm.SimConfig().i0, "mcmc_iters": args.mcmc_iters,
                             "samples": args.samples, "rhat_max": float(post.rhat().max()),
                             "detected_counts": torch.bincount(res.counts.long()).tolist()},
-               "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]}, "seconds_diffusion": sec,
+               "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]},
+               "calibration_sha256": calibration_sha(), "seconds_diffusion": sec,
                "rows": rows, "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
     common.save("posterior_exact", payload, args.out)
     return 0

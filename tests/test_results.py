@@ -227,3 +227,8 @@ def test_current_checks_the_weights_a_result_describes():
     one = {"weights_sha256": "5", "weights": "psi"}  # a single SHA names its weights, or the one asked for
     assert R.current(one, bundled={"psi": "5"}) and not R.current(one, bundled={"psi": "6"})
     assert R.current({"weights_sha256": "5"}, "psi", bundled={"psi": "5"})
+    # calibrated numbers are current only with the calibration they were scored with
+    cal = {"weights_sha256": "5", "weights": "psi", "calibration_sha256": {"psi": "c1"}}
+    assert R.current(cal, bundled={"psi": "5"}, calibrations={"psi": "c1"})
+    assert not R.current(cal, bundled={"psi": "5"}, calibrations={"psi": "c2"})
+    assert not R.current(cal, bundled={"psi": "5"}, calibrations={})

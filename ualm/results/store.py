@@ -138,6 +138,14 @@ def _bundled_sha(name: str) -> str | None:
         return None
 
 
+def _bundled_calibration_sha(name: str) -> str | None:
+    try:
+        from ..pretrained import manifest
+        return (manifest(name).get("calibration") or {}).get("sha256")
+    except Exception:  # noqa: BLE001 - no manifest: nothing to compare with
+        return None
+
+
 def _recorded(result: dict, default: str | None = None) -> dict:
     """name -> SHA-256 of the weights a result records; a single SHA is named by the result's
     "weights", else `default`, else the first weights its benchmark lists."""
@@ -178,13 +186,17 @@ def _weights_part(result: dict, bundled) -> str:
     return text + (" (the bundled ones)" if len(shas) == 1 else ", all the bundled ones")
 
 
-def current(result: dict | None, *weights: str, bundled=None) -> bool:
+def current(result: dict | None, *weights: str, bundled=None, calibrations=None) -> bool:
     """Whether `result` exists and describes the bundled weights: those named, or all that it
-    records. A chapter quotes a result only when it is current; otherwise it says so."""
+    records, and the conformal calibrations stored with them where it records one
+    ("calibration_sha256": name -> SHA; `calibrations` as `bundled`, default the manifests).
+    A chapter quotes a result only when it is current; otherwise it says so."""
     if result is None:
         return False
     shas, lookup = _recorded(result, weights[0] if weights else "?"), _lookup(bundled)
-    return all(w in shas and shas[w] == lookup(w) for w in (weights or shas))
+    calibrated = _lookup(calibrations if calibrations is not None else _bundled_calibration_sha)
+    return (all(w in shas and shas[w] == lookup(w) for w in (weights or shas))
+            and all(calibrated(w) == sha for w, sha in (result.get("calibration_sha256") or {}).items()))
 
 
 def provenance(result: dict, writer: str | None = None, bundled=None) -> str:
