@@ -645,7 +645,8 @@ def spread_skill(raw: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam=Non
             "rmse": [float(err[i].pow(2).mean().sqrt()) for i in parts], "pixels": [int(len(i)) for i in parts]}
 
 
-EXACT_SEED = 20261209  # isolated frames of this diagnostic only: no choice is made on them
+EXACT_SEED = 20261211  # isolated frames of this diagnostic only: no choice is made on them
+EXACT_MCMC_SEED = 20261212
 
 
 def needed_scale(samples, y, mask, level: float = 0.9) -> float:
@@ -665,7 +666,7 @@ def exact(args) -> int:
     sim = ualm.simulate_batch(n, ualm.SimConfig(layout="isolated", count=1), generator=ualm.make_generator(EXACT_SEED),
                               dtype=torch.float32)
     post = ualm.sample_posterior(sim["x"].double(), params=("x", "y", "photons", "background"), n_chains=4,
-                                 n_iter=args.mcmc_iters, burn_in=args.mcmc_iters // 3, seed=EXACT_SEED + 1)
+                                 n_iter=args.mcmc_iters, burn_in=args.mcmc_iters // 3, seed=EXACT_MCMC_SEED)
     flat = post.samples.reshape(n, -1, post.samples.shape[-1])
     y = sim["y"]
     rows = {}
@@ -687,7 +688,8 @@ def exact(args) -> int:
                                     "scale_90_applied": sorted({round(float(v), 4) for v in res.scale})}
     for key, row in rows.items():
         print(key, row, flush=True)
-    payload = {"protocol": {"frames": n, "seed": EXACT_SEED, "i0": ualm.SimConfig().i0, "mcmc_iters": args.mcmc_iters,
+    payload = {"protocol": {"frames": n, "seed": EXACT_SEED, "mcmc_seed": EXACT_MCMC_SEED, "i0": ualm.SimConfig().i0,
+                            "mcmc_iters": args.mcmc_iters,
                             "samples": args.samples, "rhat_max": float(post.rhat().max()),
                             "detected_counts": torch.bincount(res.counts.long()).tolist()},
                "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]},
