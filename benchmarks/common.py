@@ -69,6 +69,11 @@ def commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+# the code that runs is the code at start: a commit made while a long benchmark runs must not
+# be recorded as the one that produced its numbers
+STARTED_AT = commit()
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu": cpu_model(), "cpu_count": os.cpu_count(),
@@ -81,12 +86,15 @@ def machine() -> dict:
 
 
 def save(name: str, payload: dict, path=None) -> Path:
-    """Write results/<name>.json (or `path`) with the machine description and a timestamp."""
+    """Write results/<name>.json (or `path`) with the machine description, a timestamp and the
+    commit the run started at (`commit_at_save` too if HEAD moved or the tree changed since)."""
     path = Path(path) if path is not None else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-               "machine": machine(), "commit": commit(),
+               "machine": machine(), "commit": STARTED_AT,
                "command": "python " + shlex.join(sys.argv), **payload}
+    if (now := commit()) != STARTED_AT:
+        payload["commit_at_save"] = now
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, path)

@@ -8,6 +8,7 @@ calibrated), chosen, calibrated and scored on three disjoint splits.
     python benchmarks/posterior.py condition   # how much each bundled Ψ leans on its condition at t = T
     python benchmarks/posterior.py frame       # Ψ_v(ŷ) against Ψ_v(ŷ, x) (needs diffusion_frame_v)
     python benchmarks/posterior.py exact       # isolated emitters: the exact posterior's intervals vs the map's
+    python benchmarks/posterior.py speed       # seconds for one calibrated K = 32 map, Ψ in either layout
 
 Splits (seeds below; none is the training stream, its validation batches or chapter 5/6's):
 validation (isolated + dense frames) picks the sampler, calibration (dense frames) fits the
@@ -699,9 +700,45 @@ def exact(args) -> int:
     return 0
 
 
+def speed(args) -> int:
+    """Seconds for one calibrated map of K samples of one frame, called as a user would (the
+    bundled networks already loaded), with Ψ in channels-last layout (the CPU default) and in
+    the contiguous one, alternating, `--repeats` times each after one warm-up call of each:
+    median, min and max, and the ratio of the medians measured side by side."""
+    x = test_split(args)["dense"]["x"][:1]
+    layouts = {"channels_last": True, "contiguous": False}
+    runs = {name: [] for name in layouts}
+    out = {}
+    for r in range(args.repeats + 1):
+        for name, flag in layouts.items():
+            t0 = time.perf_counter()
+            res = uncertainty_map(x, n_samples=args.samples, seed=4, progress=False, channels_last=flag)
+            sec = time.perf_counter() - t0
+            if not res.info["calibrated"]:
+                raise RuntimeError("the default map came out uncalibrated: the stored calibration does not fit")
+            out[name] = res.samples
+            if r:  # the first call of each warms oneDNN's caches
+                runs[name].append(sec)
+            print(f"{name}: {sec:.2f} s", flush=True)
+    rows = {name: {"median": float(np.median(t)), "min": min(t), "max": max(t), "seconds": t}
+            for name, t in runs.items()}
+    payload = {"protocol": {"frames": 1, "samples": args.samples, "repeats": args.repeats, "seed": 4,
+                            "frame": f"the first held-out dense frame (seed {SEEDS['test']['dense']})",
+                            "threads": args.threads},
+               "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]},
+               "calibration_sha256": calibration_sha(), "layouts": rows,
+               "speedup_channels_last": rows["contiguous"]["median"] / rows["channels_last"]["median"],
+               "max_abs_difference": float((out["channels_last"] - out["contiguous"]).abs().max()),
+               "command": shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])}
+    print({k: round(v["median"], 2) for k, v in rows.items()}, "speed-up", round(payload["speedup_channels_last"], 3))
+    common.save("posterior_speed", payload, args.out)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition", "exact"])
+    ap.add_argument("what", choices=["validate", "calibrate", "test", "compare", "frame", "condition", "exact",
+                                     "speed"])
     ap.add_argument("--isolated", type=int, default=None, help="isolated frames (exact 48, the others 16)")
     ap.add_argument("--dense", type=int, default=None,
                     help="dense frames (validate and frame 32, test and compare 100)")
@@ -716,6 +753,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lone", type=int, default=120, help="added calibration frames with one emitter each")
     ap.add_argument("--full", action="store_true", help="calibrate: refit every class, keep no stored scales")
     ap.add_argument("--shift", type=int, default=40, help="frames per shift")
+    ap.add_argument("--repeats", type=int, default=5, help="speed: timed calls per layout")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -724,11 +762,11 @@ def main(argv=None) -> int:
     if args.isolated is None:
         args.isolated = 48 if args.what == "exact" else 16
     if args.samples is None:
-        args.samples = 32 if args.what in ("test", "compare", "exact") else 8
+        args.samples = 32 if args.what in ("test", "compare", "exact", "speed") else 8
     if args.samples_isolated is None:
         args.samples_isolated = 32 if args.what == "test" else 16
     return {"validate": validate, "calibrate": calibrate, "test": test, "compare": compare,
-            "frame": frame, "condition": condition, "exact": exact}[args.what](args)
+            "frame": frame, "condition": condition, "exact": exact, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,25 @@ def test_samples_do_not_depend_on_batch_size():
     assert not torch.allclose(a, d)
 
 
+def test_channels_last_changes_only_rounding_and_gives_the_layout_back():
+    net = tiny_unet()
+    for p in net.head.parameters():
+        nn.init.normal_(p, std=0.05)
+    cond = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    kw = dict(method="ddim", start="guided", steps=3, eta=1.0, seed=5, progress=False)
+    a = SP.sample(net, cond, D.schedule("paper"), 3, channels_last=False, **kw)
+    b = SP.sample(net, cond, D.schedule("paper"), 3, channels_last=True, **kw)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    weights = [p for p in net.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous() for p in weights)
+    with SP.channels_last_layout(net):
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+        with SP.channels_last_layout(net):  # already in that layout: left alone, not undone early
+            pass
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert all(p.is_contiguous() for p in weights)
+
+
 def test_the_path_and_the_step_iterator_agree_with_sample():
     """sample_with_path keeps ŷ_0 after every step; sample_steps yields one state per network
     evaluation and batch, and its last states are sample's samples, whatever the batching."""

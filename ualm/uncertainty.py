@@ -125,7 +125,7 @@ def stored_conformal(stored: dict, n_samples: int) -> Conformal:
 def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: str | Sampler | None = None, *,
                     calibrate: bool | Conformal | None = None, seed: int = 0, first_frame: int = 0,
                     batch_size: int | None = None, progress: bool = True, shape=(20, 20), keep_path: bool = False,
-                    **overrides) -> SampleResult:
+                    channels_last: bool | None = None, **overrides) -> SampleResult:
     """One call from camera frames to samples and their per-pixel moments.
 
     frames: (F, H, W) or (H, W) in ADU. psi, phi: the networks (default: the bundled
@@ -135,7 +135,8 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
     steps, eta, clip) change its settings. n_samples K >= 2. Same seed, same samples, whatever
     `batch_size`; frame f draws as frame first_frame + f would (a part of a batch of frames
     gets the chains the whole batch would give it). keep_path: also keep the network's ŷ_0
-    after every step (`.path`).
+    after every step (`.path`). channels_last: Ψ's memory layout while sampling (default: channels
+    last on the CPU, where it is faster; `ualm.sampling.channels_last_layout`).
 
     calibrate: None applies the conformal calibration stored with the bundled weights when
     both networks are the bundled ones and the sampler is the one it was fitted with (else the
@@ -185,7 +186,7 @@ def uncertainty_map(frames, psi=None, phi=None, n_samples: int = 32, sampler: st
         yhat = phi.predict(x)
         cond = condition(phi, x, psi.config.cond, yhat=yhat.to(device))
     samples, path = sample_with_path(psi, cond, sched, n_samples, seed=seed, first_frame=first_frame,
-                                     batch_size=batch_size,
+                                     batch_size=batch_size, channels_last=channels_last,
                                      progress=progress, keep_path=keep_path, **settings)
     seconds = time.perf_counter() - t_start
     t0 = settings.get("t0") or sched.T
