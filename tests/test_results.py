@@ -31,6 +31,7 @@ TABLES = {
     "posterior_test": [R.posterior_coverage_table, R.posterior_density_table, R.posterior_summary_table,
                        R.posterior_shift_table],
     "posterior_compare": [R.posterior_compare_table],
+    "posterior_speed": [R.posterior_speed_table],
     "chapter_times": [R.chapter_times_table],
     "compute_costs": [R.compute_costs_table],
     "estimates": [R.chapter_estimates_table],
@@ -121,6 +122,8 @@ def test_provenance_says_what_is_not_recorded():
     assert R.provenance(full) == ("Measured 2030-01-02 03:04:05 on Zen 9, 64 cores, GPU H100 (1 torch thread, "
                                   "torch 9.9, Python 3.99); load average 1.5 at the start; commit 0123456789; "
                                   "reproduce with `python benchmarks/x.py --n 3`.")
+    moved = R.provenance({**full, "commit": "0123456789abcdef+dirty", "commit_at_save": "fedcba9876543210"})
+    assert "commit 0123456789+dirty (saved at fedcba9876);" in moved
     assert R.provenance({}) == "Measured on a date not recorded, machine not recorded; commit not recorded; " \
                                "command not recorded."
     assert R.provenance({"machine": {"cpu": "arm64"}}).startswith("Measured on a date not recorded on arm64;")

@@ -153,8 +153,6 @@ def posterior_summary_table(result: dict) -> Table:
          "value": f"{misses.get('coverage_near_missed', math.nan):.3f} / {misses.get('coverage_rest', math.nan):.3f}"},
         {"what": "dense: share of the uncovered pixels near missed emitters",
          "value": f"{misses.get('share_of_uncovered_near_missed', math.nan):.3f}"},
-        {"what": "seconds for one calibrated K = 32 map of one frame",
-         "value": f"{result.get('seconds_one_frame_k32', math.nan):.1f}"},
     ]
     return Table(rows, {"what": "measure", "value": "value"}, {})
 
@@ -228,6 +226,15 @@ def posterior_frame_table(result: dict) -> Table:
 
 _EXACT = {"mcmc_K32": "MCMC, K = 32 draws", "mcmc_K256": "MCMC, K = 256 draws",
           "diffusion_raw": "Ψ_v, raw", "diffusion_calibrated": "Ψ_v, calibrated"}
+
+
+def posterior_speed_table(result: dict) -> Table:
+    """Seconds for one calibrated K = 32 map of one frame (benchmarks/posterior.py speed), Ψ in
+    each memory layout, timed alternately in one run: median and range over the repeats."""
+    rows = [{"layout": name.replace("_", "-"), "median": r["median"], "range": f"{r['min']:.2f}–{r['max']:.2f}",
+             "n": len(r["seconds"])} for name, r in _need(result, "layouts").items()]
+    cols = {"layout": "Ψ's layout", "median": "median (s)", "range": "range (s)", "n": "calls"}
+    return Table(rows, cols, {"median": fmt(".2f"), "n": fmt("d")})
 
 
 def posterior_exact_table(result: dict) -> Table:

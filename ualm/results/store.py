@@ -40,6 +40,8 @@ BENCHMARKS = {
                                    "python benchmarks/posterior.py compare",
                                    ("diffusion_v", "deepstorm_quick", "deepstorm_ens0", "deepstorm_ens1",
                                     "deepstorm_ens2", "deepstorm_ens3", "deepstorm_ens4")),
+    "posterior_speed": Benchmark("One calibrated map of one frame: seconds", "6",
+                                 "python benchmarks/posterior.py speed", ("diffusion_v",)),
     "posterior_exact": Benchmark("Isolated emitters, where the posterior is exact", "6",
                                  "python benchmarks/posterior.py exact", ("diffusion_v",)),
     "posterior_condition": Benchmark("What each Ψ reads of its condition", "6",
@@ -227,7 +229,10 @@ def provenance(result: dict, writer: str | None = None, bundled=None) -> str:
     if load_avg:
         parts.append(f"load average {load_avg[0]:.1f} at the start")
     commit = result.get("commit")
-    parts.append(f"commit {commit[:10]}" if commit else "commit not recorded")
+    parts.append(f"commit {commit[:10]}{'+dirty' if commit.endswith('+dirty') else ''}" if commit
+                 else "commit not recorded")
+    if result.get("commit_at_save"):  # HEAD moved or the tree changed while it ran
+        parts[-1] += f" (saved at {result['commit_at_save'][:10]})"
     weights = _weights_part(result, bundled)
     if weights:
         parts.append(weights)
