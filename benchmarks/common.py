@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,6 +45,17 @@ def best_time(fn, device, repeats: int = 5, min_time: float = 0.2) -> float:
                 break
         best = min(best, elapsed / n)
     return best
+
+
+def boot(inside, total, n=2000, seed=0) -> dict:
+    """Pooled coverage (inside / total summed over frames) and its bootstrap 95 % interval,
+    resampling frames."""
+    inside, total = np.asarray(inside), np.asarray(total)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(total), (n, len(total)))
+    reps = inside[idx].sum(1) / np.maximum(total[idx].sum(1), 1)
+    return {"value": float(inside.sum() / max(total.sum(), 1)),
+            "ci95": [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]}
 
 
 def cpu_model() -> str:

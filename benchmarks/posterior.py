@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
 import uncertainty as ub  # noqa: E402
+from common import boot  # noqa: E402
 
 import ualm  # noqa: E402
 from ualm import calibration as cal  # noqa: E402
@@ -331,15 +332,6 @@ def frame_coverage(samples, y, mask, level, lam=None) -> tuple[np.ndarray, np.nd
     yy = y.double()
     inside = ((yy >= lo) & (yy <= hi) & mask).sum((1, 2)).numpy()
     return inside, mask.sum((1, 2)).numpy()
-
-
-def boot(inside, total, n=2000, seed=0) -> dict:
-    """Pooled coverage and its bootstrap 95 % interval over frames."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(total), (n, len(total)))
-    reps = inside[idx].sum(1) / np.maximum(total[idx].sum(1), 1)
-    return {"value": float(inside.sum() / max(total.sum(), 1)),
-            "ci95": [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]}
 
 
 def coverage_table(raw, counts, sim, conf, misses: bool = True) -> dict:

@@ -29,7 +29,8 @@ def frame_seeds() -> dict:
              "diffusion_t0 validation": _load("diffusion_t0").VALIDATION_SEED,
              "uncertainty isolated (posterior test)": unc.ISOLATED_SEED,
              "uncertainty dense (posterior test)": unc.DENSE_SEED,
-             "posterior exact": post.EXACT_SEED, "posterior exact MCMC": post.EXACT_MCMC_SEED}
+             "posterior exact": post.EXACT_SEED, "posterior exact MCMC": post.EXACT_MCMC_SEED,
+             "movie coverage": _load("movie_coverage").MOVIE_SEED}
     for split in ("validation", "calibration"):
         seeds.update({f"posterior {split} {kind}": s for kind, s in post.SEEDS[split].items()})
     assert post.SEEDS["test"] == {"isolated": unc.ISOLATED_SEED, "dense": unc.DENSE_SEED}
@@ -38,7 +39,7 @@ def frame_seeds() -> dict:
 
 def test_every_benchmark_frame_set_has_its_own_seed():
     seeds = frame_seeds()
-    assert len(seeds) == 11
+    assert len(seeds) == 12
     by_seed = {}
     for name, seed in seeds.items():
         by_seed.setdefault(seed, []).append(name)

@@ -37,6 +37,7 @@ TABLES = {
     "estimates": [R.chapter_estimates_table],
     "busy_neighbour": [R.busy_neighbour_table, R.busy_chapter_table],
     "peer_picasso": [R.peer_movie_table, R.peer_mle_table],
+    "movie_coverage": [R.movie_coverage_table],
 }
 
 

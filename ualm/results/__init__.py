@@ -60,6 +60,7 @@ from .posterior import (  # noqa: F401
 from .movie import (  # noqa: F401
     PEER_LABELS,
     peer_mle_table,
+    movie_coverage_table,
     peer_movie_table,
 )
 from .costs import (  # noqa: F401
@@ -96,6 +97,7 @@ __all__ = [
     "mle_table",
     "overview_table",
     "peer_mle_table",
+    "movie_coverage_table",
     "peer_movie_table",
     "PEER_LABELS",
     "SWAPS",

@@ -1,7 +1,8 @@
-"""Tables of chapter 7: ualm beside Picasso on one simulated movie (benchmarks/peer_picasso.py)."""
+"""Tables of chapter 7: ualm beside Picasso on one simulated movie (benchmarks/peer_picasso.py),
+and the default uncertainty map's coverage over many frames of a movie (benchmarks/movie_coverage.py)."""
 from __future__ import annotations
 
-from .store import Table, _need, _rows, fmt
+from .store import Table, _ci, _need, _rows, fmt
 
 PEER_LABELS = {"ualm": "ualm (φ detects, fit_mle fits)", "picasso_lq": "Picasso, least squares",
                "picasso_mle": "Picasso, MLE"}
@@ -44,3 +45,13 @@ def peer_mle_table(result: dict) -> Table:
             "busy2": "× busy, 2 threads"}
     rows = [{k: row.get(k) for k in cols} for row in by_i0.values()]
     return Table(rows, cols, {"i0": fmt(".0f"), **{k: fmt(".2f") for k in ("idle1", "idle2", "busy1", "busy2")}})
+
+
+def movie_coverage_table(result: dict) -> Table:
+    """Coverage of the stitched map's central intervals on the frames of a movie, raw and
+    calibrated, with bootstrap 95 % intervals over frames."""
+    cov = _need(result, "coverage")
+    levels = [lv for lv in cov["calibrated"] if lv != "zero_std_share"]
+    rows = [{"level": float(lv), "raw": _ci(cov["raw"].get(lv)), "calibrated": _ci(cov["calibrated"].get(lv))}
+            for lv in levels]
+    return Table(rows, {"level": "nominal", "raw": "raw", "calibrated": "calibrated"}, {"level": fmt(".2f")})

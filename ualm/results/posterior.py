@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .store import DASH, Table, _iqr, _missing, _need, _pick, _rows, fmt, interval
+from .store import Table, _ci, _iqr, _need, _pick, _rows, fmt
 
 
 # ---------------------------------------------------------------- chapter 5
@@ -105,14 +105,6 @@ def uncertainty_emitter_table(result: dict) -> Table:
 
 
 # ---------------------------------------------------------------- posterior_test (issue 16)
-
-def _ci(c: dict | None, spec: str = ".3f") -> str:
-    """'value [lo, hi]' of a {value, ci95} dict of benchmarks/posterior.py."""
-    if not c or _missing(c.get("value")):
-        return DASH
-    lo, hi = c["ci95"]
-    return interval(c["value"], lo, hi, spec)
-
 
 def posterior_coverage_table(result: dict) -> Table:
     """Coverage of the default map's central intervals at each level, raw and calibrated, with

@@ -51,6 +51,8 @@ BENCHMARKS = {
                                  ("diffusion_v", "diffusion_frame_v")),
     "peer_picasso": Benchmark("ualm beside Picasso on one movie", "7",
                               ".venv-picasso/bin/python benchmarks/peer_picasso.py", ("deepstorm_quick",)),
+    "movie_coverage": Benchmark("The default map's coverage over many frames of a movie", "7",
+                                "python benchmarks/movie_coverage.py", ("diffusion_v",)),
     "chapter_times": Benchmark("Time to run each chapter", "all", "python benchmarks/chapter_times.py", ()),
     "compute_costs": Benchmark("Network costs and GPU estimates", "4, 5",
                                "python benchmarks/compute_costs.py", ()),
@@ -283,6 +285,14 @@ def _iqr(q: dict | None, spec: str = ".2f") -> str:
 def interval(value, lo, hi, spec: str = ".3f") -> str:
     """'value [lo, hi]' with no-break spaces: an interval never wraps inside a table cell."""
     return f"{value:{spec}}\u00a0[{lo:{spec}},\u00a0{hi:{spec}}]"
+
+
+def _ci(c: dict | None, spec: str = ".3f") -> str:
+    """'value [lo, hi]' of a {value, ci95} dict (a benchmark's bootstrap, `common.boot`)."""
+    if not c or _missing(c.get("value")):
+        return DASH
+    lo, hi = c["ci95"]
+    return interval(c["value"], lo, hi, spec)
 
 
 def _rows(result: dict, key: str) -> list:
