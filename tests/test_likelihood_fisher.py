@@ -113,35 +113,6 @@ def test_mle_accepts_init_and_finds_shifted_emitter():
     assert torch.allclose(fit.theta[0, 0], torch.tensor([3.2, 7.6]), atol=0.05)
 
 
-def test_mle_timing_its_threads_gives_the_fits_of_one_call(monkeypatch):
-    """Above TUNE_MIN frames fit_mle fits two parts on 1 and on torch's threads, timed, and the
-    rest on the faster: the fits must not depend on it, and torch's thread count comes back."""
-    from ualm import mle
-    gen = ualm.make_generator(3)
-    theta, _ = ualm.isolated_emitters(64, (7, 7), generator=gen, dtype=torch.float64)
-    x = ualm.PAPER_CAMERA.sample(ualm.expected_frame(theta, 300.0, 0.92, 5.0, (7, 7)), generator=gen)
-    init = torch.tensor([[3.0, 3.0, 250.0, 4.0]]).repeat(64, 1)
-    monkeypatch.setattr(mle, "TUNE_MIN", 16)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for kw in ({}, {"init": init}):
-            one, tuned = ualm.fit_mle(x, threads=1, **kw), ualm.fit_mle(x, **kw)
-            assert torch.get_num_threads() == 2
-            for name in ("theta", "photons", "background", "nll", "std", "chi2", "llr"):
-                torch.testing.assert_close(getattr(tuned, name), getattr(one, name), rtol=1e-6, atol=1e-6)
-            assert torch.equal(tuned.converged, one.converged) and tuned.iterations == one.iterations
-        with pytest.raises(ValueError, match="init"):
-            ualm.fit_mle(x, init=init[:3])
-        with pytest.raises(TypeError, match="threads"):
-            ualm.fit_mle(x, threads=1.5)
-        with pytest.raises(ValueError, match="threads"):
-            ualm.fit_mle(x, threads=0)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("call, match", [
     (lambda: ualm.expected_frame(torch.zeros(3, 2), sigma=0.0), "sigma"),
     (lambda: ualm.expected_frame(torch.zeros(3, 2), sigma=-1.0), "sigma"),

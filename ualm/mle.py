@@ -5,9 +5,7 @@ goodness of fit (`FitResult`)."""
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -165,11 +163,8 @@ def _observed(p, rate, jac, n, sigma, shape):
     return hess + curv
 
 
-TUNE_MIN = 2000  # frames from which fit_mle times 1 thread against torch's count (see threads)
-
-
 def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
-            init=None, tol: float = 1e-6, dtype=torch.float64, threads: int | None = None) -> FitResult:
+            init=None, tol: float = 1e-6, dtype=torch.float64) -> FitResult:
     """Fit one Gaussian emitter per frame x (B, H, W) in ADU by maximum likelihood.
 
     Levenberg–Marquardt: Fisher scoring (the expected Hessian JᵀW J), and Newton on the
@@ -181,58 +176,10 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     `FitResult` for what `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4)
     overrides the centroid initial guess. Computes in `dtype` (float64 by default: the NLL
     differences near the optimum are tiny).
-
-    threads: torch's intra-op threads during the fit (an int: that many, restored after).
-    Default: on the CPU, for at least TUNE_MIN frames and more than one torch thread, fit two
-    eighths of the batch first, one on 1 thread and one on torch's count, timed, and the rest
-    on the faster. On an idle 2-core machine 2 threads fit 4000 7 × 7 frames 1.4–1.9× faster
-    than 1; beside a busy process the threads wait on each other at every small op and run
-    2–50× slower than 1 (runs of benchmarks/peer_picasso.py's spots), so no fixed count suits
-    both. The fits are those of one call up to rounding: frames are fitted independently.
     """
     x = checks.as_tensor(x, "x")
     if x.ndim != 3 or x.shape[0] == 0:
         raise ValueError(f"x must have shape (B, H, W) with B >= 1, got {tuple(x.shape)}")
-    kw = dict(camera=camera, sigma=sigma, n_iter=n_iter, tol=tol, dtype=dtype)
-    if threads is not None:
-        with _threads(checks.as_int(threads, "threads", 1)):
-            return _fit_mle(x, init=init, **kw)
-    count = torch.get_num_threads()
-    if x.device.type != "cpu" or count == 1 or len(x) < TUNE_MIN:
-        return _fit_mle(x, init=init, **kw)
-    if init is not None:
-        init = checks.as_tensor(init, "init", dtype=dtype, device=x.device)
-        if init.shape != (len(x), 4):
-            raise ValueError(f"init must have shape (B, 4) = ({len(x)}, 4), got {tuple(init.shape)}")
-    part, fits, seconds = len(x) // 8, [], {}
-    for i, n in enumerate((1, count)):
-        rows = slice(i * part, (i + 1) * part)
-        with _threads(n):
-            start = time.perf_counter()
-            fits.append(_fit_mle(x[rows], init=None if init is None else init[rows], **kw))
-            seconds[n] = time.perf_counter() - start
-    with _threads(min(seconds, key=seconds.get)):
-        fits.append(_fit_mle(x[2 * part:], init=None if init is None else init[2 * part:], **kw))
-    return _concat(fits)
-
-
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _concat(fits: list) -> FitResult:
-    """One FitResult from the fits of consecutive parts of a batch."""
-    out = {f.name: torch.cat([getattr(r, f.name) for r in fits]) for f in fields(FitResult) if f.name != "iterations"}
-    return FitResult(iterations=max(r.iterations for r in fits), **out)
-
-
-def _fit_mle(x, camera, sigma, n_iter, init, tol, dtype) -> FitResult:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     n_iter = checks.as_int(n_iter, "n_iter", 1)
