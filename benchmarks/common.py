@@ -70,12 +70,14 @@ def cpu_model() -> str:
 
 
 def commit() -> str | None:
-    """The checkout's git commit, with '+dirty' when tracked files differ from it."""
+    """The checkout's git commit, with '+dirty' when tracked files other than benchmark results
+    differ from it (a result written and not yet committed changes no code)."""
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root).returncode != 0
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("+dirty" if dirty else "")
