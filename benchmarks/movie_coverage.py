@@ -4,8 +4,9 @@ Chapter 7 scores one frame of its movie. This script scores `--frames` frames of
 the same way (filaments, blinking, an sCMOS camera, chapter 7's quick size) but from a seed of
 its own: the frames are spread evenly over those with at least one emitter on, Ψ runs on
 overlapping 20 × 20 tiles (`tiled_map`) of each frame after the median background is taken off
-(`median_background`, `to_reference`, as chapter 7 does), and the central intervals mean ± z·std
-of the stitched maps are checked against the true KDE on the significant pixels (truth or mean
+(`median_background`, `to_reference`, as chapter 7 does), and the central intervals of the
+stitched maps, mean ± factor·std with `central_interval`'s factor t_{K−1}·√(1 + 1/K)
+(`interval_factor`), are checked against the true KDE on the significant pixels (truth or mean
 above 0.05), raw and with the stored calibration, with bootstrap 95 % intervals over frames.
 
 The movie is not the training distribution (filaments instead of a disc, its own camera's read
@@ -36,7 +37,7 @@ import common  # noqa: E402
 
 import ualm  # noqa: E402
 from ualm import movie, pretrained  # noqa: E402
-from ualm.calibration import LEVELS  # noqa: E402
+from ualm.calibration import LEVELS, interval_factor  # noqa: E402
 from ualm.localize import median_background, to_reference  # noqa: E402
 from ualm.uncertainty import DEFAULT_PSI, significant_pixels, tiled_map  # noqa: E402
 
@@ -50,10 +51,6 @@ def chosen_frames(events: dict, n_frames: int, n: int) -> np.ndarray:
     if len(lit) < n:
         raise SystemExit(f"only {len(lit)} frames have an emitter on; ask for fewer --frames")
     return lit[np.linspace(0, len(lit) - 1, n).round().astype(int)]
-
-
-def z_of(level: float) -> float:
-    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((1 + level) / 2)))
 
 
 def main(argv=None) -> int:
@@ -86,8 +83,9 @@ def main(argv=None) -> int:
     out = {}
     for kind, (mean, var) in maps.items():
         err, std = (y - mean).abs(), var.clamp(min=0).sqrt()
-        out[kind] = {str(lv): common.boot(((err <= z_of(lv) * std) & mask).sum((1, 2)).numpy(), total)
-                     for lv in LEVELS}
+        inside = {lv: ((err <= interval_factor(lv, args.samples) * std) & mask).sum((1, 2)).numpy()
+                  for lv in LEVELS}
+        out[kind] = {str(lv): common.boot(n_in, total) for lv, n_in in inside.items()}
         out[kind]["zero_std_share"] = float((std[mask] == 0).double().mean())
         print(kind, {lv: round(v["value"], 3) for lv, v in out[kind].items() if lv != "zero_std_share"},
               flush=True)
@@ -99,7 +97,7 @@ def main(argv=None) -> int:
                             "sample_seed": SAMPLE_SEED, "tile": 20, "overlap": 4,
                             "camera": "the simulator's true maps; background: the movie's per-pixel median",
                             "mask": "significant_pixels(true KDE, calibrated mean)",
-                            "intervals": "mean ± z·std of the stitched maps"},
+                            "intervals": "mean ± interval_factor(level, K)·std of the stitched maps"},
                "weights_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["sha256"]},
                "calibration_sha256": {DEFAULT_PSI: pretrained.manifest(DEFAULT_PSI)["calibration"]["sha256"]},
                "pixels": int(total.sum()), "coverage": out, "seconds": seconds,

@@ -234,3 +234,12 @@ def test_nearest_k_is_the_closest_on_a_log_scale():
 def test_lone_emitters_are_a_class_of_their_own():
     idx = cal.class_index(torch.tensor([0, 1, 2, 5, 6, 16, 40]))
     assert idx.tolist() == [0, 0, 1, 1, 2, 4, 4]
+
+
+def test_interval_factor_is_the_half_width_of_the_gaussian_interval_in_stds():
+    s = torch.randn(3, 16, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lo, hi = cal.central_interval(s, 0.9)
+    torch.testing.assert_close((hi - lo) / 2, cal.interval_factor(0.9, 16) * s.std(1))
+    assert 1.80 < cal.interval_factor(0.9, 16) < 1.82 and abs(cal.interval_factor(0.9, 10**6) - 1.645) < 1e-3
+    with pytest.raises(ValueError, match="K >= 2"):
+        cal.interval_factor(0.9, 1)
