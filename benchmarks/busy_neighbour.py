@@ -46,18 +46,20 @@ gen = ualm.make_generator(3)
 theta = 5 + 0.5 * (torch.rand((2000, 1, 2), generator=gen, dtype=torch.float64) - 0.5)
 omega = ualm.expected_frame(theta, torch.full((2000, 1), 200.0, dtype=torch.float64), 0.92, 10.0, (11, 11))
 x = ualm.PAPER_CAMERA.sample(omega, gen)
-ualm.fit_mle(x[:200])
+fixed = torch.get_num_threads() if sys.argv[3] == "fixed" else None  # else fit_mle chooses
+ualm.fit_mle(x[:200], num_threads=fixed)
 best = 0.0
 for _ in range(3):
     t0 = time.perf_counter()
-    ualm.fit_mle(x)
+    ualm.fit_mle(x, num_threads=fixed)
     best = max(best, len(x) / (time.perf_counter() - t0))
 print(json.dumps({"fits_per_s": best, "torch_threads": torch.get_num_threads()}))
 """
 
 
-def run_fit(threads, order, env) -> dict:
-    out = subprocess.run([sys.executable, "-c", FIT, json.dumps(threads), order], env=env,
+def run_fit(threads, order, env, fixed=False) -> dict:
+    out = subprocess.run([sys.executable, "-c", FIT, json.dumps(threads), order,
+                          "fixed" if fixed else "chosen"], env=env,
                          check=True, capture_output=True, text=True, cwd=ROOT, timeout=900)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -99,15 +101,19 @@ def main() -> None:
     base.update(UALM_PROFILE="quick", UALM_STATIC_WIDGETS="1", TQDM_DISABLE="1", MPLBACKEND="Agg")
     # the package's defaults, and what they replaced: torch imported before ualm, so that
     # OpenMP keeps libgomp's own default wait (spin, then sleep)
-    settings = {"ualm defaults (2 threads, OMP_WAIT_POLICY=PASSIVE)": (None, "ualm first"),
-                "before: 2 threads, libgomp's default wait": (None, "torch first"),
-                "1 thread, libgomp's default wait": (1, "torch first")}
+    # fit_mle's own thread choice (threads.spare_threads: fewer threads when other processes
+    # keep the cores busy) against the fixed thread counts it replaced
+    settings = {"ualm defaults (2 threads, OMP_WAIT_POLICY=PASSIVE, threads chosen per call)":
+                (None, "ualm first", False),
+                "before: 2 threads fixed, OMP_WAIT_POLICY=PASSIVE": (None, "ualm first", True),
+                "before that: 2 threads fixed, libgomp's default wait": (None, "torch first", True),
+                "1 thread, libgomp's default wait": (1, "torch first", True)}
     fits = []
-    for label, (threads, order) in settings.items():
+    for label, (threads, order, fixed) in settings.items():
         # each rate in a fresh process; the median of `rounds`, busy ones beside one neighbour
-        idle = [run_fit(threads, order, base) for _ in range(args.rounds)]
+        idle = [run_fit(threads, order, base, fixed) for _ in range(args.rounds)]
         with Neighbour():
-            busy = [run_fit(threads, order, base) for _ in range(args.rounds)]
+            busy = [run_fit(threads, order, base, fixed) for _ in range(args.rounds)]
         i_rate = statistics.median(r["fits_per_s"] for r in idle)
         b_rate = statistics.median(r["fits_per_s"] for r in busy)
         row = {"setting": label, "threads": idle[0]["torch_threads"], "idle_fits_per_s": i_rate,

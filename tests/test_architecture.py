@@ -12,7 +12,7 @@ UPPER = {"train", "models", "pretrained", "profiles", "uncertainty", "localize",
 LOWER = ["camera", "checks", "config", "defaults", "sampling", "seeding", "psf", "simulate", "likelihood",
          "fisher", "mle", "mcmc", "mcmc_result", "diagnostics", "posterior", "detect", "calibration",
          "diffusion", "oracle", "sources", "tiles", "movie", "render", "export", "tables", "progress",
-         "device", "checkpoints"]
+         "device", "checkpoints", "threads"]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -31,6 +31,7 @@ from .likelihood import EmitterLikelihood
 from .mcmc_result import MCMCResult
 from .mle import fit_mle
 from .progress import show_progress
+from .threads import cpu_threads, spare_threads
 
 PAPER_PROPOSAL_VAR = 0.05  # σ² of the paper's random-walk proposal (px²)
 PAPER_BETA = 0.2
@@ -113,7 +114,8 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
     device of `init`), else a fresh one seeded with `seed`. On the CPU the loop runs with
     `num_threads` torch threads, by default 1 for fewer than 4096 chains in all: each step is
     many small tensor operations, for which intra-op threads cost more than they save (several
-    times slower on a busy machine); the previous setting is restored afterwards.
+    times slower on a busy machine); for more, torch's setting less the cores other processes
+    keep busy (`threads.spare_threads`). The previous setting is restored afterwards.
     """
     init = checks.as_tensor(init, "init")
     if init.ndim < 2:
@@ -140,17 +142,11 @@ def rwmh(log_prob: Callable[[torch.Tensor], torch.Tensor], init, *, n_iter: int 
 
     cov = _proposal_cov(proposal, batch, p, dtype, device)
     if num_threads is None:
-        num_threads = 1 if math.prod(batch) * c < 4096 else torch.get_num_threads()
+        num_threads = 1 if math.prod(batch) * c < 4096 else spare_threads()
     num_threads = checks.as_int(num_threads, "num_threads", 1)
-    old_threads = torch.get_num_threads()
-    if device.type == "cpu" and num_threads != old_threads:
-        torch.set_num_threads(num_threads)
-    try:
+    with cpu_threads(num_threads, device):
         return _rwmh_loop(log_prob, init, cov, n_iter, burn_in, thin, n_keep, adapt,
                           float(target_accept), generator, names, beta, progress, desc)
-    finally:
-        if torch.get_num_threads() != old_threads:
-            torch.set_num_threads(old_threads)
 
 
 def _rwmh_loop(log_prob, init, cov, n_iter, burn_in, thin, n_keep, adapt, target_accept,

@@ -4,6 +4,7 @@ with what a user needs to filter the fits: convergence, bounds, standard errors 
 goodness of fit (`FitResult`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from .camera import Camera
 from .defaults import I0, SIGMA_X
 from .likelihood import nll_poisson
 from .psf import _axis_profiles, expected_frame
+from .threads import cpu_threads, spare_threads
 
 
 @dataclass
@@ -77,6 +79,9 @@ class FitResult:
     def chi2_z(self) -> torch.Tensor:
         """(chi2 − chi2_mean) / chi2_std: about N(0, 1) for good fits."""
         return (self.chi2 - self.chi2_mean) / self.chi2_std
+
+
+CPU_CHUNK = 8192  # frames per chunk on the CPU (benchmarks/mle_speed.py)
 
 
 def _model(p, sigma, shape, excess):
@@ -164,7 +169,8 @@ def _observed(p, rate, jac, n, sigma, shape):
 
 
 def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 50,
-            init=None, tol: float = 1e-6, dtype=torch.float64) -> FitResult:
+            init=None, tol: float = 1e-6, dtype=torch.float64,
+            num_threads: int | None = None) -> FitResult:
     """Fit one Gaussian emitter per frame x (B, H, W) in ADU by maximum likelihood.
 
     Levenberg–Marquardt: Fisher scoring (the expected Hessian JᵀW J), and Newton on the
@@ -176,6 +182,11 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     `FitResult` for what `converged`, `at_bound`, `std` and `chi2` report. `init` (B, 4)
     overrides the centroid initial guess. Computes in `dtype` (float64 by default: the NLL
     differences near the optimum are tiny).
+
+    On the CPU the fit runs in chunks of `CPU_CHUNK` frames, each with `num_threads` torch
+    threads, by default torch's setting less the cores that other processes keep busy at the
+    time (`threads.spare_threads`): it is many small operations, and beside a busy process 2
+    threads fit several times slower than 1. The previous setting is restored afterwards.
     """
     x = checks.as_tensor(x, "x")
     if x.ndim != 3 or x.shape[0] == 0:
@@ -184,15 +195,34 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     n_iter = checks.as_int(n_iter, "n_iter", 1)
     tol = float(checks.positive(tol, "tol"))
+    if num_threads is not None:
+        num_threads = checks.as_int(num_threads, "num_threads", 1)
     sigma_t = checks.positive(sigma, "sigma", dtype=dtype, device=x.device)
+    if init is not None:
+        init = checks.as_tensor(init, "init", dtype=dtype, device=x.device)
+        if init.shape != (len(x), 4):
+            raise ValueError(f"init must have shape (B, 4) = ({len(x)}, 4), got {tuple(init.shape)}")
+    # on the CPU in chunks: past a few thousand windows the (B, H·W, 4) Jacobians leave the
+    # cache and every fit gets slower; each chunk checks again for busy neighbours
+    size = CPU_CHUNK if x.device.type == "cpu" else len(x)
+    parts = []
+    for s in range(0, len(x), size):
+        with cpu_threads(spare_threads() if num_threads is None else num_threads, x.device):
+            parts.append(_fit(x[s:s + size], camera, sigma_t, n_iter,
+                              None if init is None else init[s:s + size], tol, dtype))
+    if len(parts) == 1:
+        return parts[0]
+    return FitResult(**{f.name: (max(getattr(r, f.name) for r in parts) if f.name == "iterations"
+                                 else torch.cat([getattr(r, f.name) for r in parts]))
+                        for f in dataclasses.fields(FitResult)})
+
+
+def _fit(x, camera, sigma_t, n_iter, init, tol, dtype) -> FitResult:
     x = x.to(dtype)
     bsz, h, w = x.shape
     excess = torch.broadcast_to(camera.excess(x), (h, w)).reshape(-1)
     n = camera.to_photons(x)  # as it is: clamping at 0 biases the background up
-    p = _initial_guess(n, excess.reshape(h, w)) if init is None else checks.as_tensor(
-        init, "init", dtype=dtype, device=x.device).clone()
-    if p.shape != (bsz, 4):
-        raise ValueError(f"init must have shape (B, 4) = ({bsz}, 4), got {tuple(p.shape)}")
+    p = _initial_guess(n, excess.reshape(h, w)) if init is None else init.clone()
     n = n.reshape(bsz, -1)
     lo = torch.tensor([-0.5, -0.5, 1e-3, -float(excess.min()) + 1e-6], dtype=dtype, device=x.device)
     hi = torch.tensor([w - 0.5, h - 0.5, float("inf"), float("inf")], dtype=dtype, device=x.device)
