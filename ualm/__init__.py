@@ -18,7 +18,7 @@ import sys as _sys
 _policy = _os.environ.get("OMP_WAIT_POLICY") or ("" if "torch" in _sys.modules else "PASSIVE")
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .camera import PAPER_CAMERA, Camera  # noqa: E402
+from .camera import PAPER_CAMERA, Camera
 from .defaults import KDE_PIXEL_NM, PIXEL_NM
 from .device import pick_device, pick_profile
 from .fisher import crlb, fisher_information, mortensen_std
@@ -33,7 +33,7 @@ from .session import Session, start
 from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
                        kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
 
-from . import threads as _threads  # noqa: E402
+from . import threads as _threads
 
 _threads.OPENMP_SLEEPS = _policy.upper() == "PASSIVE"
 
