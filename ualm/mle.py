@@ -85,16 +85,28 @@ CPU_CHUNK = 8192  # frames per chunk on the CPU (benchmarks/mle_accuracy.py time
 
 
 def _model(p, sigma, shape, excess):
-    """ω' (B, H·W) and its Jacobian (B, H·W, 4) for p = (x, y, photons, background)."""
-    theta = p[:, None, :2]
-    ex, dex, ey, dey = _axis_profiles(theta, sigma, shape)
-    ex, dex, ey, dey = ex[:, 0], dex[:, 0], ey[:, 0], dey[:, 0]
-    a = p[:, 2, None, None]
-    psf = ey[:, :, None] * ex[:, None, :]
-    jac = torch.stack((a * ey[:, :, None] * dex[:, None, :], a * dey[:, :, None] * ex[:, None, :],
-                       psf, torch.ones_like(psf)), dim=-1)
-    rate = (a * psf + p[:, 3, None, None]).flatten(1) + excess
-    return rate, jac.flatten(1, 2)
+    """ω' (B, H·W) and its Jacobian, transposed: (B, 4, H·W), for p = (x, y, photons, background)."""
+    ex, dex, ey, dey = (t[:, 0] for t in _axis_profiles(p[:, None, :2], sigma, shape))
+    a = p[:, 2, None]
+    # one (B, 4, H, W) block filled in place (a stack along the last dimension cost more than the
+    # arithmetic); ω is separable, so every row is an outer product of 1-D profiles; the last
+    # row (background) is ones
+    jac = torch.ones((len(p), 4) + tuple(shape), dtype=p.dtype, device=p.device)
+    torch.mul(ey[:, :, None], (a * dex)[:, None, :], out=jac[:, 0])
+    torch.mul((a * dey)[:, :, None], ex[:, None, :], out=jac[:, 1])
+    torch.mul(ey[:, :, None], ex[:, None, :], out=jac[:, 2])
+    jac = jac.flatten(2)
+    rate = torch.addcmul(p[:, 3, None] + excess, a, jac[:, 2])
+    return rate, jac
+
+
+def _weighted(jac, weights):
+    """Σ_k weights_k ∂ω_k ∂ω_kᵀ (B, 4, 4) for weights (B, H·W): each row of the Jacobian scaled
+    on its own (one broadcast product over all four ran slower)."""
+    scaled = torch.empty_like(jac)
+    for i in range(jac.shape[1]):
+        torch.mul(jac[:, i], weights, out=scaled[:, i])
+    return scaled @ jac.mT
 
 
 def _nll(rate, n):
@@ -133,8 +145,9 @@ def _scoring(p, rate, jac, n, lo, hi):
     """Gradient of the NLL, Fisher information Σ_k ∂ω_k ∂ω_kᵀ / ω'_k (unmasked, and masked:
     the parameters held on a bound, those on it whose gradient points outwards, taken out),
     the mask of free parameters and the Newton decrement gᵀ I⁻¹ g."""
-    grad = ((1.0 - n / rate)[:, None, :] @ jac)[:, 0]
-    info = (jac / rate[..., None]).mT @ jac
+    inv = 1.0 / rate
+    grad = (jac @ (1.0 - n * inv)[..., None])[..., 0]
+    info = _weighted(jac, inv)
     held = ((p <= lo) & (grad > 0)) | ((p >= hi) & (grad < 0))
     free = (~held).to(p.dtype)
     grad = grad * free
@@ -153,7 +166,7 @@ def _observed(p, rate, jac, n, sigma, shape):
     """Observed Hessian of the NLL: Σ_k n_k/ω'_k² ∂ω_k ∂ω_kᵀ + Σ_k (1 − n_k/ω'_k) ∂²ω_k; ω is
     separable, so the second derivatives are a few 1-D profiles."""
     h, w = shape
-    hess = (jac * (n / rate**2)[..., None]).mT @ jac
+    hess = _weighted(jac, n / rate**2)
     ex, dex, ey, dey = (t[:, 0] for t in _axis_profiles(p[:, None, :2], sigma, shape))
     d2ex, d2ey = _second_derivatives(p[:, :2], sigma, shape)
     r = (1.0 - n / rate).reshape(-1, h, w)
