@@ -102,3 +102,25 @@ def test_fit_mle_in_chunks_equals_one_call(monkeypatch):
         assert torch.equal(getattr(parts, name), getattr(whole, name)), name
     with pytest.raises(ValueError, match="init"):
         ualm.fit_mle(x, init=init[:10])
+
+
+def test_small_op_loops_use_one_thread_where_openmp_sleeps(machine, monkeypatch):
+    monkeypatch.setattr(threads, "OPENMP_SLEEPS", True)
+    assert threads.small_op_threads(4) == 1
+    monkeypatch.setattr(threads, "OPENMP_SLEEPS", False)
+    assert threads.small_op_threads(4) == 4
+    machine["others"] = 3
+    assert threads.small_op_threads(4) == 1
+
+
+@pytest.mark.parametrize("code, env, sleeps", [
+    ("import ualm", {}, True),  # the book's order: ualm sets PASSIVE before torch loads OpenMP
+    ("import torch, ualm", {}, False),  # too late: OpenMP keeps its default wait
+    ("import ualm", {"OMP_WAIT_POLICY": "active"}, False),  # the user's choice stands
+    ("import torch, ualm", {"OMP_WAIT_POLICY": "passive"}, True),
+])
+def test_import_records_whether_openmp_sleeps(code, env, sleeps):
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", f"{code}; print(ualm.threads.OPENMP_SLEEPS)"],
+                         env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(sleeps)

@@ -8,14 +8,17 @@ Heavier parts are submodules: `ualm.models` (DeepSTORM), `ualm.train` (training 
 `ualm.plotting` and `ualm.widgets` (matplotlib / ipywidgets, imported on demand).
 """
 import os as _os
+import sys as _sys
 
 # OpenMP threads that wait by sleeping, not spinning, unless the user chose otherwise: beside
 # another busy process (a shared JupyterHub, a laptop at work) spinning threads take the cores
 # their peers need, and fit_mle fell to 1/20 of its idle rate (benchmarks/busy_neighbour.py).
-# It takes effect only if torch is imported after ualm, as in the book's chapters.
+# It takes effect only if torch is imported after ualm, as in the book's chapters: OpenMP reads
+# the variable when torch loads it.
+_policy = _os.environ.get("OMP_WAIT_POLICY") or ("" if "torch" in _sys.modules else "PASSIVE")
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .camera import PAPER_CAMERA, Camera  # noqa: E402
+from .camera import PAPER_CAMERA, Camera
 from .defaults import KDE_PIXEL_NM, PIXEL_NM
 from .device import pick_device, pick_profile
 from .fisher import crlb, fisher_information, mortensen_std
@@ -29,6 +32,10 @@ from .seeding import make_generator
 from .session import Session, start
 from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, isolated_emitters,
                        kde, kde_centres, kde_peak, simulate_batch, to_kde_coords)
+
+from . import threads as _threads
+
+_threads.OPENMP_SLEEPS = _policy.upper() == "PASSIVE"
 
 __version__ = "0.1.0"
 __all__ = [

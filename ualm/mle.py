@@ -15,7 +15,7 @@ from .camera import Camera
 from .defaults import I0, SIGMA_X
 from .likelihood import nll_poisson
 from .psf import _axis_profiles, expected_frame
-from .threads import cpu_threads, spare_threads
+from .threads import cpu_threads, small_op_threads
 
 
 @dataclass
@@ -197,9 +197,11 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     differences near the optimum are tiny).
 
     On the CPU the fit runs in chunks of `CPU_CHUNK` frames, each with `num_threads` torch
-    threads, by default torch's setting less the cores that other processes keep busy at the
-    time (`threads.spare_threads`): it is many small operations, and beside a busy process 2
-    threads fit several times slower than 1. The previous setting is restored afterwards.
+    threads. By default (`threads.small_op_threads`) that is 1 where OpenMP's threads sleep
+    between operations, as after `import ualm`, else torch's setting less the cores that other
+    processes keep busy at the time: the fit is many small operations, and threads that must be
+    woken, or wait for a core, after every one of them cost more than they bring. The previous
+    setting is restored afterwards.
     """
     x = checks.as_tensor(x, "x")
     if x.ndim != 3 or x.shape[0] == 0:
@@ -220,7 +222,7 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
     size = CPU_CHUNK if x.device.type == "cpu" else len(x)
     parts = []
     for s in range(0, len(x), size):
-        with cpu_threads(spare_threads() if num_threads is None else num_threads, x.device):
+        with cpu_threads(small_op_threads() if num_threads is None else num_threads, x.device):
             parts.append(_fit(x[s:s + size], camera, sigma_t, n_iter,
                               None if init is None else init[s:s + size], tol, dtype))
     if len(parts) == 1:

@@ -1,10 +1,11 @@
 """How many torch threads to give loops of many small tensor operations (fit_mle, MCMC) on the CPU.
 
-Intra-op threads meet at a barrier after every operation. On an idle machine 2 threads fit
-faster than 1; beside another busy process the barrier waits for a thread that is not running,
-and 2 threads fit several times slower than 1 (benchmarks/busy_neighbour.py and
-benchmarks/peer_picasso.py measure both). So such loops use only the cores that no other
-process is running on at the time of the call."""
+Intra-op threads meet at a barrier after every operation. Where they spin while they wait,
+2 threads fit faster than 1 on an idle machine; beside another busy process the barrier waits
+for a thread that is not running, and 2 threads fit several times slower than 1
+(benchmarks/busy_neighbour.py and benchmarks/peer_picasso.py measure both). So such loops use
+only the cores that no other process is running on at the time of the call, and only one
+thread where the others would have to be woken for every operation."""
 from __future__ import annotations
 
 import contextlib
@@ -66,6 +67,19 @@ def spare_threads(requested: int | None = None) -> int:
         return want
     others = busy_elsewhere()
     return want if others is None else max(1, min(want, cores - others))
+
+
+# Whether torch's OpenMP threads sleep between operations (OMP_WAIT_POLICY=PASSIVE, which
+# `import ualm` sets unless torch was imported first or the user chose): set by ualm/__init__.
+OPENMP_SLEEPS = False
+
+
+def small_op_threads(requested: int | None = None) -> int:
+    """Threads for a loop of many small operations: 1 where OpenMP's threads sleep between
+    operations (waking a thread for every operation made fit_mle slower on 2 threads than on 1,
+    idle: benchmarks/busy_neighbour.py, benchmarks/peer_picasso.py), else
+    `spare_threads(requested)`."""
+    return 1 if OPENMP_SLEEPS else spare_threads(requested)
 
 
 @contextlib.contextmanager
