@@ -307,14 +307,16 @@ def accuracy(xy: np.ndarray, truth: np.ndarray, bound: np.ndarray, box: int) -> 
             "failed": int((~ok).sum())}
 
 
-def rate(fn, n: int, rounds: int) -> float:
-    """Median fits per second over `rounds` calls (each after the warm-up)."""
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return n / float(np.median(times))
+def rates(fns: dict, n: int, rounds: int) -> dict:
+    """Median fits per second of each function over `rounds` calls, the functions taking turns
+    (and turns about who goes first), so that both meet the same moments of a shared machine."""
+    times = {k: [] for k in fns}
+    for r in range(rounds):
+        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return {k: n / float(np.median(t)) for k, t in times.items()}
 
 
 def mle_comparison(args) -> list[dict]:
@@ -340,11 +342,10 @@ def mle_comparison(args) -> list[dict]:
                     row = {"load": load, "threads": threads, "i0": i0, "background": MLE_BG, "box": box,
                            "spots": len(adu), "loadavg_before": loadavg()}
                     UALM_THREADS.clear()
-                    row["ualm_fits_per_s"] = rate(lambda: fit_ualm_spots(adu, camera, sigma, threads), len(adu),
-                                                  args.rounds)
+                    r = rates({"ualm": lambda: fit_ualm_spots(adu, camera, sigma, threads),
+                               "picasso": lambda: fit_picasso_spots(adu, info, threads)}, len(adu), args.rounds)
+                    row["ualm_fits_per_s"], row["picasso_fits_per_s"] = r["ualm"], r["picasso"]
                     row["ualm_threads_seen"] = list(UALM_THREADS)
-                    row["picasso_fits_per_s"] = rate(lambda: fit_picasso_spots(adu, info, threads), len(adu),
-                                                     args.rounds)
                     if load == "idle" and threads == 1:  # the fits do not depend on threads or load
                         row["ualm"] = accuracy(fit_ualm_spots(adu, camera, sigma, 1), truth, bound, box)
                         row["picasso"] = accuracy(fit_picasso_spots(adu, info, 1), truth, bound, box)
@@ -376,11 +377,12 @@ def parse(argv=None):
                    help="Picasso's minimum net gradient, ADU (set for gain 2 ADU/photon, 100-400 photons)")
     p.add_argument("--spots", type=int, help="isolated spots per i0 (4000; --quick 200)")
     p.add_argument("--mle-box", type=int, default=BOX, help="window of the isolated spots, px")
-    p.add_argument("--rounds", type=int, help="timed calls per isolated-spot rate, median (3; --quick 1)")
+    p.add_argument("--rounds", type=int, help="timed calls per isolated-spot rate, median, ualm and Picasso "
+                   "in turn (7; --quick 1)")
     p.add_argument("--zoom", type=int, default=8, help="render zoom for the FRC")
     p.add_argument("--out", type=Path, default=None, help="directory for peer_picasso.json (benchmarks/results)")
     args = p.parse_args(argv)
-    full = dict(frames=2000, size=64, spots=4000, rounds=3, dark_frames=1000, flat_frames=500)
+    full = dict(frames=2000, size=64, spots=4000, rounds=7, dark_frames=1000, flat_frames=500)
     quick = dict(frames=100, size=32, spots=200, rounds=1, dark_frames=200, flat_frames=100)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key, None) is None:

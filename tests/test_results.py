@@ -17,7 +17,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 TABLES = {
     "sim_throughput": [R.sim_throughput_table],
-    "mle_accuracy": [R.mle_table],
+    "mle_accuracy": [R.mle_table, R.mle_batch_table],
     "mcmc_speed": [R.mcmc_speed_table, R.mcmc_ess_table],
     "deepstorm": [R.deepstorm_table, R.deepstorm_isolated_table, R.deepstorm_throughput_table],
     "diffusion_t0": [R.diffusion_t0_table],

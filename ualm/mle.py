@@ -81,7 +81,7 @@ class FitResult:
         return (self.chi2 - self.chi2_mean) / self.chi2_std
 
 
-CPU_CHUNK = 8192  # frames per chunk on the CPU (benchmarks/mle_speed.py)
+CPU_CHUNK = 8192  # frames per chunk on the CPU (benchmarks/mle_accuracy.py times it)
 
 
 def _model(p, sigma, shape, excess):

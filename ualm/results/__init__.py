@@ -33,6 +33,7 @@ from .classical import (  # noqa: F401
     deepstorm_throughput_table,
     mcmc_ess_table,
     mcmc_speed_table,
+    mle_batch_table,
     mle_table,
     sim_throughput_table,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "load_all",
     "mcmc_ess_table",
     "mcmc_speed_table",
+    "mle_batch_table",
     "mle_table",
     "overview_table",
     "peer_mle_table",

@@ -26,6 +26,16 @@ def mle_table(result: dict) -> Table:
     return Table(rows, cols, f)
 
 
+def mle_batch_table(result: dict) -> Table:
+    """fit_mle's fits/s by batch size on the CPU: in chunks (as shipped) and in one call."""
+    cols = {"i0": "i0 (photons)", "batch": "frames", "threads": "threads",
+            "chunked_fits_per_s": "fits/s in chunks", "one_call_fits_per_s": "fits/s in one call",
+            "chunked_over_one_call": "chunks / one call"}
+    rows = [_pick(r, cols) for r in _rows(result, "batches")]
+    return Table(rows, cols, {"i0": fmt(".0f"), "batch": fmt(",d"), "chunked_fits_per_s": fmt(",.0f"),
+                              "one_call_fits_per_s": fmt(",.0f"), "chunked_over_one_call": fmt(".2f")})
+
+
 def mcmc_speed_table(result: dict) -> Table:
     """Chain-iterations per second of each sampler, and its speed-up over the two loops."""
     rows = []
