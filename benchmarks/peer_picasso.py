@@ -48,7 +48,7 @@ from ualm.fisher import crlb  # noqa: E402
 from ualm.localize import localize, score_table  # noqa: E402
 from ualm.movie import MovieConfig, flat_stacks, simulate_movie, to_adu  # noqa: E402
 from ualm.render import frc, render_locs  # noqa: E402
-from ualm.threads import spare_threads  # noqa: E402
+from ualm.threads import small_op_threads  # noqa: E402
 
 import picasso  # noqa: E402
 from picasso import io as pio  # noqa: E402
@@ -275,13 +275,13 @@ def isolated_spots(i0: float, n: int, box: int, camera: Camera, sigma: float, se
     return theta[:, 0].numpy(), to_adu(camera.sample(omega, generator=gen))
 
 
-UALM_THREADS = []  # what fit_mle's thread choice read just before each call (it reads it again)
+UALM_THREADS = []  # what fit_mle's thread choice returned just before each call (it asks again)
 
 
 def fit_ualm_spots(adu, camera, sigma, threads) -> np.ndarray:
     """fit_mle as a user calls it after torch.set_num_threads(threads): it may use fewer."""
     torch.set_num_threads(threads)
-    UALM_THREADS.append(spare_threads())
+    UALM_THREADS.append(small_op_threads())
     fit = ualm.fit_mle(torch.as_tensor(adu.astype(np.float64)), camera, sigma=sigma)
     return fit.theta[:, 0].numpy()
 
@@ -467,9 +467,11 @@ def main(argv=None):
                 "rounds": args.rounds, "crlb": "4-parameter (x, y, photons, background), sigma fixed; RMS over "
                 "the fits kept", "picasso_fit": "fit_spots_gauss(mle=True): 6 parameters (free sx, sy)",
                 "neighbour": "benchmarks/busy_neighbour.py's 2-thread torch loop",
-                "threads": "ualm: torch.set_num_threads(T), then fit_mle, which uses fewer while other "
-                           "processes keep the cores busy (ualm_threads_seen: threads.spare_threads read "
-                           "before each timed call); Picasso: the spots split over T Python threads",
+                "threads": "ualm: torch.set_num_threads(T), then fit_mle, which picks its own count "
+                           "(threads.small_op_threads: 1 where OpenMP's threads sleep between operations, "
+                           "as after import ualm, else the cores other processes leave free; "
+                           "ualm_threads_seen: what it returned just before each timed call); "
+                           "Picasso: the spots split over T Python threads",
                 "rows": mle_rows},
     }
     common.save("peer_picasso", payload, None if args.out is None else Path(args.out) / "peer_picasso.json")
