@@ -217,8 +217,8 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         init = checks.as_tensor(init, "init", dtype=dtype, device=x.device)
         if init.shape != (len(x), 4):
             raise ValueError(f"init must have shape (B, 4) = ({len(x)}, 4), got {tuple(init.shape)}")
-    # on the CPU in chunks: past a few thousand windows the (B, H·W, 4) Jacobians leave the
-    # cache and every fit gets slower; each chunk checks again for busy neighbours
+    # on the CPU in chunks: in one call each fit got slower past a few thousand windows (most
+    # likely as the (B, 4, H·W) Jacobians outgrow the caches); each chunk picks its threads anew
     size = CPU_CHUNK if x.device.type == "cpu" else len(x)
     parts = []
     for s in range(0, len(x), size):
