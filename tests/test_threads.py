@@ -118,6 +118,7 @@ def test_small_op_loops_use_one_thread_where_openmp_sleeps(machine, monkeypatch)
     ("import torch, ualm", {}, False),  # too late: OpenMP keeps its default wait
     ("import ualm", {"OMP_WAIT_POLICY": "active"}, False),  # the user's choice stands
     ("import torch, ualm", {"OMP_WAIT_POLICY": "passive"}, True),
+    ("import ualm", {"OMP_WAIT_POLICY": ""}, False),  # set but empty: OpenMP keeps its default
 ])
 def test_import_records_whether_openmp_sleeps(code, env, sleeps):
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

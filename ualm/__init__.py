@@ -15,7 +15,9 @@ import sys as _sys
 # their peers need, and fit_mle fell to 1/20 of its idle rate (benchmarks/busy_neighbour.py).
 # It takes effect only if torch is imported after ualm, as in the book's chapters: OpenMP reads
 # the variable when torch loads it.
-_policy = _os.environ.get("OMP_WAIT_POLICY") or ("" if "torch" in _sys.modules else "PASSIVE")
+_policy = _os.environ.get("OMP_WAIT_POLICY")  # an empty one is the user's too: OpenMP ignores it
+if _policy is None and "torch" not in _sys.modules:
+    _policy = "PASSIVE"
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .camera import PAPER_CAMERA, Camera
@@ -35,7 +37,7 @@ from .simulate import (SimConfig, SMLMDataset, disc_emitters, from_kde_coords, i
 
 from . import threads as _threads
 
-_threads.OPENMP_SLEEPS = _policy.upper() == "PASSIVE"
+_threads.OPENMP_SLEEPS = (_policy or "").upper() == "PASSIVE"
 
 __version__ = "0.1.0"
 __all__ = [
