@@ -217,14 +217,15 @@ def fit_mle(x, camera: Camera = Camera(), sigma: float = SIGMA_X, n_iter: int = 
         init = checks.as_tensor(init, "init", dtype=dtype, device=x.device)
         if init.shape != (len(x), 4):
             raise ValueError(f"init must have shape (B, 4) = ({len(x)}, 4), got {tuple(init.shape)}")
+    if x.device.type != "cpu":
+        return _fit(x, camera, sigma_t, n_iter, init, tol, dtype)
     # on the CPU in chunks: in one call each fit got slower past a few thousand windows (most
     # likely as the (B, 4, H·W) Jacobians outgrow the caches); each chunk picks its threads anew
-    size = CPU_CHUNK if x.device.type == "cpu" else len(x)
     parts = []
-    for s in range(0, len(x), size):
-        with cpu_threads(small_op_threads() if num_threads is None else num_threads, x.device):
-            parts.append(_fit(x[s:s + size], camera, sigma_t, n_iter,
-                              None if init is None else init[s:s + size], tol, dtype))
+    for s in range(0, len(x), CPU_CHUNK):
+        with cpu_threads(small_op_threads() if num_threads is None else num_threads):
+            parts.append(_fit(x[s:s + CPU_CHUNK], camera, sigma_t, n_iter,
+                              None if init is None else init[s:s + CPU_CHUNK], tol, dtype))
     if len(parts) == 1:
         return parts[0]
     return FitResult(**{f.name: (max(getattr(r, f.name) for r in parts) if f.name == "iterations"
