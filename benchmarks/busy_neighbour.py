@@ -101,8 +101,8 @@ def main() -> None:
     base.update(UALM_PROFILE="quick", UALM_STATIC_WIDGETS="1", TQDM_DISABLE="1", MPLBACKEND="Agg")
     # the package's defaults, and what they replaced: torch imported before ualm, so that
     # OpenMP keeps libgomp's own default wait (spin, then sleep)
-    # fit_mle's own thread choice (threads.spare_threads: fewer threads when other processes
-    # keep the cores busy) against the fixed thread counts it replaced
+    # fit_mle's own thread choice (threads.small_op_threads: 1 thread where OpenMP's threads
+    # sleep, else the cores other processes leave free) against the fixed counts it replaced
     settings = {"ualm defaults (2 threads, OMP_WAIT_POLICY=PASSIVE, threads chosen per call)":
                 (None, "ualm first", False),
                 "before: 2 threads fixed, OMP_WAIT_POLICY=PASSIVE": (None, "ualm first", True),
